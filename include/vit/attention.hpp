@@ -1,0 +1,68 @@
+// vit/attention.hpp - multi-head self-attention.
+#pragma once
+
+#include <cmath>
+
+#include "vit/nn/gemm.hpp"
+#include "vit/nn/linear.hpp"
+#include "vit/nn/softmax.hpp"
+#include "vit/tensor.hpp"
+
+namespace vit {
+
+/// Scaled dot-product attention over each image's tokens, num_heads heads.
+///   qkv.weight:  [3D, D], rows laid out as [3, heads, head_dim] (q, k, v)
+///   qkv.bias:    [3D] (empty when the model has no qkv bias)
+///   proj.weight: [D, D], proj.bias: [D]
+/// Per head h: softmax(q_h k_h^T * head_dim^-0.5) v_h; the heads' outputs are
+/// concatenated head after head before the output projection.
+template <class Scalar>
+struct MultiHeadSelfAttention {
+  int num_heads = 1;
+  nn::Linear<Scalar> qkv;
+  nn::Linear<Scalar> proj;
+
+  MultiHeadSelfAttention() = default;
+  MultiHeadSelfAttention(Index dim, int heads, bool qkv_bias)
+      : num_heads(heads), qkv(3 * dim, dim, qkv_bias), proj(dim, dim, true) {}
+
+  Index dim() const { return proj.out_features(); }
+  Index head_dim() const { return dim() / num_heads; }
+
+  /// Workspace the forward pass needs, kept by the caller.
+  struct Buffers {
+    Matrix<Scalar> qkv;      // (N*T, 3D)
+    Matrix<Scalar> scores;   // (T, T), one head of one image at a time
+    Matrix<Scalar> context;  // (N*T, D)
+  };
+
+  /// residual += proj(attention(x)).
+  /// x, residual: [N*T, D] with `tokens` = T rows per image.
+  /// probs: null, or [N*heads*T, T] to receive the attention probabilities,
+  /// row (n*heads + h)*T + query, column key.
+  void forward_add(const MatrixCRef<Scalar>& x, Index tokens, Buffers& buf,
+                   MatrixRef<Scalar> residual, nn::GemmScratch<Scalar>& scratch,
+                   Matrix<Scalar>* probs = nullptr) const {
+    const Index rows = x.rows(), d = dim(), hd = head_dim(), t = tokens;
+    const Index batch = rows / t;
+    const Scalar scale = Scalar(1) / std::sqrt(Scalar(hd));
+    qkv.forward(x, buf.qkv.topRows(rows), scratch);
+    for (Index n = 0; n < batch; ++n)
+      for (Index h = 0; h < num_heads; ++h) {
+        const Index r0 = n * t;
+        // Views into the packed projection: q, k, v thirds, head h's columns.
+        const MatrixCRef<Scalar> q = buf.qkv.block(r0, h * hd, t, hd);
+        const MatrixCRef<Scalar> k = buf.qkv.block(r0, d + h * hd, t, hd);
+        const MatrixCRef<Scalar> v = buf.qkv.block(r0, 2 * d + h * hd, t, hd);
+        MatrixRef<Scalar> s = probs
+                                  ? MatrixRef<Scalar>(probs->middleRows((n * num_heads + h) * t, t))
+                                  : MatrixRef<Scalar>(buf.scores);
+        nn::gemm_nt<Scalar>(q, k, s, scratch, scale);  // (T, T) = scale * q k^T
+        nn::softmax_rows<Scalar>(s);
+        nn::gemm_nn<Scalar>(s, v, buf.context.block(r0, h * hd, t, hd), scratch);  // (T, hd)
+      }
+    proj.forward_add(buf.context.topRows(rows), residual, scratch);
+  }
+};
+
+}  // namespace vit

@@ -1,0 +1,39 @@
+// vit/nn/layer_norm.hpp - LayerNorm over the feature axis of token rows.
+#pragma once
+
+#include <cmath>
+
+#include "vit/tensor.hpp"
+
+namespace vit::nn {
+
+/// y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias, per row, with the
+/// biased variance as PyTorch computes it. weight, bias: [features].
+template <class Scalar>
+struct LayerNorm {
+  RowVector<Scalar> weight;  // (features)
+  RowVector<Scalar> bias;    // (features)
+  double eps = 1e-6;
+
+  LayerNorm() = default;
+  LayerNorm(Index features, double epsilon)
+      : weight(RowVector<Scalar>::Ones(features)),
+        bias(RowVector<Scalar>::Zero(features)),
+        eps(epsilon) {}
+
+  Index features() const { return weight.size(); }
+
+  /// x, y: [rows, features]; y may be x itself (in place).
+  void forward(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y) const {
+    const Index n = x.cols();
+    for (Index r = 0; r < x.rows(); ++r) {
+      // Two passes (mean, then centred squares): stable when |mean| >> std.
+      const Scalar mean = x.row(r).sum() / Scalar(n);
+      const Scalar var = (x.row(r).array() - mean).square().sum() / Scalar(n);
+      const Scalar inv = Scalar(1) / std::sqrt(var + Scalar(eps));
+      y.row(r) = ((x.row(r).array() - mean) * inv * weight.array() + bias.array()).matrix();
+    }
+  }
+};
+
+}  // namespace vit::nn

@@ -1,0 +1,26 @@
+// Packaging test: uses vit headers installed with `cmake --install`.
+#include <cstdio>
+#include <cstring>
+#include <vit/vit.hpp>
+
+int main() {
+  if (std::strcmp(VIT_VERSION_STRING, EXPECTED_VIT_VERSION) != 0) {
+    std::fprintf(stderr, "headers say %s, vitConfigVersion.cmake says %s\n", VIT_VERSION_STRING,
+                 EXPECTED_VIT_VERSION);
+    return 1;
+  }
+
+  vit::Matrix<float> m(2, 3);
+  m.setOnes();
+  vit::detail::check_shape(m, 2, 3, "m");
+  try {
+    vit::detail::check_shape(m, 3, 2, "m");
+    std::fprintf(stderr, "check_shape accepted a wrong shape\n");
+    return 1;
+  } catch (const vit::argument_error&) {
+  }
+
+  std::printf("vit %s: %dx%d matrix, sum %g\n", vit::version_string, static_cast<int>(m.rows()),
+              static_cast<int>(m.cols()), static_cast<double>(m.sum()));
+  return 0;
+}

@@ -1,0 +1,112 @@
+// The forward pass allocates no heap memory once its Output (workspace) has
+// seen the batch size. Checked two ways: Eigen's EIGEN_RUNTIME_NO_MALLOC
+// guard (made to throw here instead of asserting, so it also works with
+// NDEBUG), and a global operator new that counts every C++ allocation.
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <stdexcept>
+
+#define EIGEN_RUNTIME_NO_MALLOC
+#define eigen_assert(x) \
+  if (!(x)) throw std::logic_error("Eigen assertion failed: " #x)
+
+#include <doctest/doctest.h>
+
+#include "vit/vit.hpp"
+
+namespace {
+std::atomic<long> allocations{0};
+}
+
+// The replacements below pair malloc with free, which GCC cannot see through
+// when it inlines them into a new/delete pair.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+void* operator new(std::size_t n) {
+  ++allocations;
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+// Runs forward twice; the second call must not allocate.
+template <class Config>
+long allocations_of_second_forward(const vit::VisionTransformer<Config>& model, Eigen::Index batch,
+                                   vit::ForwardOptions options) {
+  using Scalar = typename Config::Scalar;
+  const int s = model.architecture().image_size;
+  const vit::Matrix<Scalar> images = vit::Matrix<Scalar>::Random(batch, 3 * s * s);
+  vit::Output<Scalar> out;
+  model.forward(images, out, options);  // sizes the workspace
+  const long before = allocations.load();
+  Eigen::internal::set_is_malloc_allowed(false);
+  try {
+    model.forward(images, out, options);
+  } catch (...) {
+    Eigen::internal::set_is_malloc_allowed(true);
+    throw;
+  }
+  Eigen::internal::set_is_malloc_allowed(true);
+  CHECK(out.logits.allFinite());
+  return allocations.load() - before;
+}
+
+}  // namespace
+
+TEST_CASE("the guard works: an Eigen allocation in the forbidden region throws") {
+  Eigen::internal::set_is_malloc_allowed(false);
+  bool threw = false;
+  try {
+    vit::Matrix<float> m(100, 100);
+    m.setZero();
+  } catch (const std::logic_error&) {
+    threw = true;
+  }
+  Eigen::internal::set_is_malloc_allowed(true);
+  CHECK(threw);
+  // Eigen's operator* at ViT-B's qkv shape allocates its packing buffers, which is
+  // why products go through vit::nn::gemm with caller-owned scratch.
+  const vit::Matrix<float> x = vit::Matrix<float>::Random(197, 768);
+  const vit::Matrix<float> w = vit::Matrix<float>::Random(2304, 768);
+  vit::Matrix<float> y(197, 2304);
+  Eigen::internal::set_is_malloc_allowed(false);
+  threw = false;
+  try {
+    y.noalias() = x * w.transpose();
+  } catch (const std::logic_error&) {
+    threw = true;
+  }
+  Eigen::internal::set_is_malloc_allowed(true);
+  CHECK(threw);
+  const long before = allocations.load();
+  int* volatile p = new int(3);
+  delete p;
+  CHECK(allocations.load() - before == 1);
+}
+
+TEST_CASE("ViT-B/16 forward at batch 1 allocates nothing once its workspace exists") {
+  // Full-size shapes: Eigen's own product would allocate its packing buffers here.
+  vit::VisionTransformer<vit::presets::vit_base_patch16_224<float>> model;
+  CHECK(allocations_of_second_forward(model, 1, {}) == 0);
+}
+
+TEST_CASE("small model, batch 3, with attention maps and hidden states, float and double") {
+  vit::Architecture a = vit::preset_architecture("deit_tiny_distilled_patch16_224");
+  a.depth = 2;
+  a.image_size = 64;
+  a.pos_embed_grid = 14;  // resampled table
+  vit::VisionTransformer<vit::DynamicConfig<float>> f(a);
+  CHECK(allocations_of_second_forward(f, 3, {true, true}) == 0);
+  a.dist_token = false;
+  a.pooling = vit::Pooling::avg;
+  a.final_norm = false;
+  a.fc_norm = true;
+  vit::VisionTransformer<vit::DynamicConfig<double>> d(a);
+  CHECK(allocations_of_second_forward(d, 3, {true, true}) == 0);
+}
