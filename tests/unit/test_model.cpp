@@ -372,3 +372,128 @@ TEST_CASE("wrong checkpoints are refused by name, and the model is left as it wa
   // Whatever failed above, the model is untouched.
   CHECK(model(img) == ref);
 }
+
+TEST_CASE("Hugging Face DeiT naming (split q/k/v, distillation token, two classifiers)") {
+  // The distilled variant rewritten the way transformers' DeiT saves it.
+  TempDir tmp;
+  const std::string dir = data_dir + "/variants/deit_distilled";
+  const auto src = vit::io::SafeTensors::open(dir + "/model.safetensors");
+  vit::io::SafeTensorsWriter w;
+  auto copy = [&](const std::string& from, const std::string& to) {
+    const auto& t = src.info(from);
+    const std::uint8_t* p = src.raw(from);
+    w.add_raw(to, t.dtype, t.shape, std::vector<std::uint8_t>(p, p + (t.end - t.begin)));
+  };
+  copy("cls_token", "deit.embeddings.cls_token");
+  copy("dist_token", "deit.embeddings.distillation_token");
+  copy("pos_embed", "deit.embeddings.position_embeddings");
+  copy("patch_embed.proj.weight", "deit.embeddings.patch_embeddings.projection.weight");
+  copy("patch_embed.proj.bias", "deit.embeddings.patch_embeddings.projection.bias");
+  copy("norm.weight", "deit.layernorm.weight");
+  copy("norm.bias", "deit.layernorm.bias");
+  for (const char* p : {"weight", "bias"}) {
+    copy(std::string("head.") + p, std::string("cls_classifier.") + p);
+    copy(std::string("head_dist.") + p, std::string("distillation_classifier.") + p);
+  }
+  const char* parts[] = {"query", "key", "value"};
+  for (int b = 0; b < 2; ++b) {
+    const std::string t = "blocks." + std::to_string(b) + ".";
+    const std::string h = "deit.encoder.layer." + std::to_string(b) + ".";
+    for (const char* p : {"weight", "bias"}) {
+      copy(t + "norm1." + p, h + "layernorm_before." + p);
+      copy(t + "norm2." + p, h + "layernorm_after." + p);
+      copy(t + "attn.proj." + p, h + "attention.output.dense." + p);
+      copy(t + "mlp.fc1." + p, h + "intermediate.dense." + p);
+      copy(t + "mlp.fc2." + p, h + "output.dense." + p);
+      // Split the packed [3D, ...] qkv into its three thirds.
+      const std::vector<float> qkv = src.read<float>(t + "attn.qkv." + p);
+      const auto shape = src.info(t + "attn.qkv." + p).shape;
+      std::vector<std::int64_t> third = shape;
+      third[0] /= 3;
+      const std::size_t n = qkv.size() / 3;
+      for (int i = 0; i < 3; ++i)
+        w.add(h + "attention.attention." + parts[i] + "." + p, third, qkv.data() + i * n);
+    }
+  }
+  w.write(tmp / "model.safetensors");
+  std::ofstream(tmp / "config.json") << R"({"model_type": "deit", "hidden_size": 64,
+      "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256,
+      "layer_norm_eps": 1e-6, "hidden_act": "gelu", "image_size": 32, "patch_size": 8,
+      "id2label": {"0": "a", "1": "b", "2": "c", "3": "d", "4": "e"}})";
+  auto hf = vit::load_model<float>(tmp.path.string());
+  CHECK(hf.info.naming == vit::io::Naming::hf);
+  CHECK(hf.model.architecture().dist_token);
+  CHECK(hf.info.labels.size() == 5);
+  const auto ex = vit::io::SafeTensors::open(dir + "/expected.safetensors");
+  const std::vector<float> px = ex.read<float>("pixel_values");
+  const Matrix<float> images = Eigen::Map<const Matrix<float>>(px.data(), 2, 3 * 32 * 32);
+  const std::vector<float> want = ex.read<float>("logits");
+  const Matrix<float> got = hf.model(images);
+  REQUIRE(std::size_t(got.size()) == want.size());
+  for (std::size_t i = 0; i < want.size(); ++i)
+    CHECK(got.data()[i] == doctest::Approx(want[i]).epsilon(1e-4));
+}
+
+TEST_CASE("torchvision representation layer: pre_logits = tanh(W token0 + b), then the head") {
+  TempDir tmp;
+  const std::string tv = data_dir + "/torchvision_vit_p16_64";
+  const Index d = 128, r = 16, c = 5;
+  Matrix<float> wpre = Matrix<float>::Random(r, d) * 0.2f, bpre = Matrix<float>::Random(1, r);
+  Matrix<float> whead = Matrix<float>::Random(c, r), bhead = Matrix<float>::Random(1, c);
+  rewrite(
+      tv + "/model.safetensors", tmp / "model.safetensors",
+      [](const std::string& k) { return k.rfind("heads.head.", 0) == 0 ? std::string() : k; },
+      [&](vit::io::SafeTensorsWriter& w) {
+        w.add("heads.pre_logits.weight", {r, d}, wpre.data());
+        w.add("heads.pre_logits.bias", {r}, bpre.data());
+        w.add("heads.head.weight", {c, r}, whead.data());
+        w.add("heads.head.bias", {c}, bhead.data());
+      });
+  auto with_rep = vit::load_model<float>(tmp / "model.safetensors", with_config(tv));
+  CHECK(with_rep.model.architecture().representation_size == r);
+  auto plain = vit::load_model<float>(tv + "/model.safetensors", with_config(tv));
+  const Matrix<float> img = fixture_pixels(tv);
+  vit::Output<float> a, b;
+  with_rep.model.forward(img, a);
+  plain.model.forward(img, b);
+  const Matrix<float> token0 = b.tokens.topRows(1);
+  const Matrix<float> pre =
+      ((token0 * wpre.transpose()).rowwise() + bpre.row(0)).array().tanh().matrix();
+  CHECK((a.pre_logits - pre).cwiseAbs().maxCoeff() < 1e-5f);
+  const Matrix<float> logits = (pre * whead.transpose()).rowwise() + bhead.row(0);
+  CHECK((a.logits - logits).cwiseAbs().maxCoeff() < 1e-5f);
+}
+
+TEST_CASE("sidecar files: timm pretrained_cfg, HF preprocessor_config and hidden_act") {
+  TempDir tmp;
+  vit::io::HubConfig h;
+  std::ofstream(tmp / "pre.json") << R"({"do_resize": true, "size": {"height": 384, "width": 384},
+      "resample": 2, "image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6]})";
+  vit::io::read_preprocessor_config(tmp / "pre.json", h);
+  CHECK(*h.input_size == 384);
+  CHECK(*h.interpolation == "bilinear");
+  CHECK((*h.mean)[2] == 0.3);
+  CHECK((*h.std)[0] == 0.4);
+  CHECK(*h.crop_pct == 1.0);
+
+  vit::io::HubConfig t;
+  vit::io::read_config_file(data_dir + "/timm_vit_tiny_p16_224/timm_config.json", t);
+  CHECK(t.architecture.rfind("vit_tiny_patch16_224", 0) == 0);
+  CHECK(*t.input_size == 224);
+  CHECK(*t.crop_pct == doctest::Approx(0.9));
+  CHECK(*t.interpolation == "bicubic");
+
+  std::ofstream(tmp / "act.json") << R"({"model_type": "vit", "hidden_act": "gelu_new"})";
+  vit::io::HubConfig a;
+  vit::io::read_config_file(tmp / "act.json", a);
+  CHECK(*a.activation == vit::Activation::gelu_tanh);
+  std::ofstream(tmp / "badact.json") << R"({"model_type": "vit", "hidden_act": "swish2"})";
+  expect_error<vit::config_error>([&] { vit::io::read_config_file(tmp / "badact.json", a); },
+                                  {"badact.json", "swish2"});
+  std::ofstream(tmp / "pool.json") << R"({"architecture": "x", "global_pool": "map"})";
+  expect_error<vit::config_error>([&] { vit::io::read_config_file(tmp / "pool.json", a); },
+                                  {"pool.json", "map"});
+  std::ofstream(tmp / "type.json") << R"({"model_type": "vit", "hidden_size": "wide"})";
+  expect_error<vit::config_error>([&] { vit::io::read_config_file(tmp / "type.json", a); },
+                                  {"type.json", "hidden_size"});
+}
