@@ -5,16 +5,14 @@
 //   vit-minimal MODEL IMAGE
 //     MODEL  a .safetensors file, or a folder with model.safetensors (+ config.json)
 //     IMAGE  an S x S image (PNG, JPEG, ...), S = the model's input size
-#include <stb_image.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <exception>
-#include <memory>
 #include <numeric>
 #include <string>
 #include <vector>
 
+#include <vit/io/image_io.hpp>
 #include <vit/vit.hpp>
 
 int main(int argc, char** argv) {
@@ -28,18 +26,12 @@ int main(int argc, char** argv) {
     const vit::Architecture& arch = loaded.model.architecture();
     const int s = arch.image_size;
 
-    // 2. Decode to 8-bit RGB and normalise with the checkpoint's mean/std,
-    //    channel planes one after another (NCHW) in a single row.
-    int w = 0, h = 0, channels = 0;
-    std::unique_ptr<unsigned char, void (*)(void*)> rgb(stbi_load(argv[2], &w, &h, &channels, 3),
-                                                        stbi_image_free);
-    if (!rgb) {
-      std::fprintf(stderr, "error: %s: cannot decode image (%s)\n", argv[2], stbi_failure_reason());
-      return 1;
-    }
-    if (w != s || h != s) {
-      std::fprintf(stderr, "error: %s: image is %dx%d, the model takes %dx%d\n", argv[2], w, h, s,
-                   s);
+    // 2. Decode to 8-bit RGB (vit::image) and normalise with the checkpoint's
+    //    mean/std, channel planes one after another (NCHW) in a single row.
+    const vit::Image rgb = vit::load_image(argv[2]);
+    if (rgb.width != s || rgb.height != s) {
+      std::fprintf(stderr, "error: %s: image is %dx%d, the model takes %dx%d\n", argv[2], rgb.width,
+                   rgb.height, s, s);
       return 1;
     }
     vit::Matrix<float> image(1, 3 * s * s);
@@ -48,7 +40,7 @@ int main(int argc, char** argv) {
     for (int c = 0; c < 3; ++c)
       for (int i = 0; i < s * s; ++i)
         image(0, c * s * s + i) =
-            float((rgb.get()[3 * i + c] / 255.0f - float(mean[c])) / float(std[c]));
+            float((rgb.pixels[std::size_t(3 * i + c)] / 255.0f - float(mean[c])) / float(std[c]));
 
     // 3. Forward pass: logits, the image embedding, and the tokens.
     vit::Output<float> out;

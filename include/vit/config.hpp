@@ -277,6 +277,10 @@ struct DataConfig {
   std::array<double, 3> std{0.5, 0.5, 0.5};
   std::string interpolation = "bicubic";
   double crop_pct = 0.9;
+  /// "center": resize the shorter side to input_size / crop_pct, then centre
+  /// crop (timm, torchvision); "squash": resize both sides straight to
+  /// input_size, no crop (Hugging Face ViTImageProcessor).
+  std::string crop_mode = "center";
 };
 
 }  // namespace vit

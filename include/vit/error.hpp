@@ -37,6 +37,13 @@ class config_error : public error {
   using error::error;
 };
 
+/// An image file could not be decoded (corrupt, truncated, unsupported,
+/// or dimensions beyond the supported limits).
+class image_error : public error {
+public:
+  using error::error;
+};
+
 /// A function was called with arguments of the wrong shape or value.
 class argument_error : public error {
  public:

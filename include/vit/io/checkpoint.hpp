@@ -469,6 +469,7 @@ LoadedModel<Scalar> load_model(const std::string& path, const LoadOptions& optio
   if (hub.std) info.data.std = *hub.std;
   if (hub.interpolation) info.data.interpolation = *hub.interpolation;
   if (hub.crop_pct) info.data.crop_pct = *hub.crop_pct;
+  if (hub.crop_mode) info.data.crop_mode = *hub.crop_mode;
   if (hub.input_size && options.image_size == 0) info.data.input_size = *hub.input_size;
   info.labels = hub.labels;
   if (!info.labels.empty() && arch.num_classes != 0 &&

@@ -44,6 +44,7 @@ struct HubConfig {
   std::optional<std::array<double, 3>> mean, std;
   std::optional<std::string> interpolation;
   std::optional<double> crop_pct;
+  std::optional<std::string> crop_mode;
 };
 
 namespace detail {
@@ -147,6 +148,7 @@ inline void read_pretrained_cfg(const nlohmann::json& pc, const std::string& src
   h.std = get_triple(pc, "std", src);
   h.interpolation = get<std::string>(pc, "interpolation", src);
   h.crop_pct = get<double>(pc, "crop_pct", src);
+  h.crop_mode = get<std::string>(pc, "crop_mode", src);
 }
 
 inline void read_timm(const nlohmann::json& j, const std::string& src, HubConfig& h) {
@@ -252,8 +254,11 @@ inline void read_preprocessor_config(const std::string& path, HubConfig& h) {
     else if (s.is_object() && s.contains("shortest_edge"))
       h.input_size = detail::get<int>(s, "shortest_edge", path);
   }
-  // HF ViTImageProcessor resizes straight to size (no crop): crop_pct 1.
-  if (detail::get<bool>(j, "do_resize", path).value_or(true)) h.crop_pct = 1.0;
+  // HF ViTImageProcessor resizes straight to size (no crop).
+  if (detail::get<bool>(j, "do_resize", path).value_or(true)) {
+    h.crop_pct = 1.0;
+    h.crop_mode = "squash";
+  }
   if (auto r = detail::get<int>(j, "resample", path)) {
     // PIL.Image resampling codes.
     switch (*r) {

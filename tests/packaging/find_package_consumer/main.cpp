@@ -2,6 +2,9 @@
 #include <cstdio>
 #include <cstring>
 #include <vit/vit.hpp>
+#ifdef VIT_CONSUMER_HAS_IMAGE
+#include <vit/io/image_io.hpp>
+#endif
 
 int main() {
   if (std::strcmp(VIT_VERSION_STRING, EXPECTED_VIT_VERSION) != 0) {
@@ -19,6 +22,16 @@ int main() {
     return 1;
   } catch (const vit::argument_error&) {
   }
+
+#ifdef VIT_CONSUMER_HAS_IMAGE
+  // vit::image links (stb inside it) and reports a missing file as io_error.
+  try {
+    vit::probe_image("no-such-image.png");
+    std::fprintf(stderr, "probe_image accepted a missing file\n");
+    return 1;
+  } catch (const vit::io_error&) {
+  }
+#endif
 
   std::printf("vit %s: %dx%d matrix, sum %g\n", vit::version_string, static_cast<int>(m.rows()),
               static_cast<int>(m.cols()), static_cast<double>(m.sum()));
