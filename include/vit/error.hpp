@@ -40,7 +40,7 @@ class config_error : public error {
 /// An image file could not be decoded (corrupt, truncated, unsupported,
 /// or dimensions beyond the supported limits).
 class image_error : public error {
-public:
+ public:
   using error::error;
 };
 
