@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
+#include <vector>
 
 #include "vit/nn/gemm.hpp"
 #include "vit/nn/linear.hpp"
@@ -31,37 +33,42 @@ struct MultiHeadSelfAttention {
 
   /// Workspace the forward pass needs, kept by the caller.
   struct Buffers {
-    Matrix<Scalar> qkv;      // (N*T, 3D)
-    Matrix<Scalar> scores;   // (T, T), one head of one image at a time
-    Matrix<Scalar> context;  // (N*T, D)
+    Matrix<Scalar> qkv;                  // (N*T, 3D)
+    std::vector<Matrix<Scalar>> scores;  // one (T, T) per thread: the head it is working on
+    Matrix<Scalar> context;              // (N*T, D)
   };
 
   /// residual += proj(attention(x)).
   /// x, residual: [N*T, D] with `tokens` = T rows per image.
   /// probs: null, or [N*heads*T, T] to receive the attention probabilities,
   /// row (n*heads + h)*T + query, column key.
+  /// buf.scores needs ctx.threads() matrices of at least T rows and T columns.
   void forward_add(const MatrixCRef<Scalar>& x, Index tokens, Buffers& buf,
-                   MatrixRef<Scalar> residual, nn::GemmScratch<Scalar>& scratch,
+                   MatrixRef<Scalar> residual, const nn::GemmContext<Scalar>& ctx,
                    Matrix<Scalar>* probs = nullptr) const {
     const Index rows = x.rows(), d = dim(), hd = head_dim(), t = tokens;
     const Index batch = rows / t;
     const Scalar scale = Scalar(1) / std::sqrt(Scalar(hd));
-    qkv.forward(x, buf.qkv.topRows(rows), scratch);
-    for (Index n = 0; n < batch; ++n)
-      for (Index h = 0; h < num_heads; ++h) {
-        const Index r0 = n * t;
-        // Views into the packed projection: q, k, v thirds, head h's columns.
-        const MatrixCRef<Scalar> q = buf.qkv.block(r0, h * hd, t, hd);
-        const MatrixCRef<Scalar> k = buf.qkv.block(r0, d + h * hd, t, hd);
-        const MatrixCRef<Scalar> v = buf.qkv.block(r0, 2 * d + h * hd, t, hd);
-        MatrixRef<Scalar> s = probs
-                                  ? MatrixRef<Scalar>(probs->middleRows((n * num_heads + h) * t, t))
-                                  : MatrixRef<Scalar>(buf.scores);
-        nn::gemm_nt<Scalar>(q, k, s, scratch, scale);  // (T, T) = scale * q k^T
-        nn::softmax_rows<Scalar>(s);
-        nn::gemm_nn<Scalar>(s, v, buf.context.block(r0, h * hd, t, hd), scratch);  // (T, hd)
-      }
-    proj.forward_add(buf.context.topRows(rows), residual, scratch);
+    qkv.forward(x, buf.qkv.topRows(rows), ctx);
+    // One task per (image, head), task = n * heads + h; the thread running it
+    // uses its own scores matrix and scratch. (Each thread's scores matrix is
+    // a separate aligned allocation, so a head's arithmetic does not depend
+    // on which thread runs it.)
+    ctx.run(batch * num_heads, [&](Index task, int thread) {
+      const Index r0 = (task / num_heads) * t, h = task % num_heads;
+      // Views into the packed projection: q, k, v thirds, head h's columns.
+      const MatrixCRef<Scalar> q = buf.qkv.block(r0, h * hd, t, hd);
+      const MatrixCRef<Scalar> k = buf.qkv.block(r0, d + h * hd, t, hd);
+      const MatrixCRef<Scalar> v = buf.qkv.block(r0, 2 * d + h * hd, t, hd);
+      MatrixRef<Scalar> s =
+          probs ? MatrixRef<Scalar>(probs->middleRows(task * t, t))
+                : MatrixRef<Scalar>(buf.scores[std::size_t(thread)].topLeftCorner(t, t));
+      nn::GemmScratch<Scalar>& scratch = ctx.scratch(thread);
+      nn::gemm_nt<Scalar>(q, k, s, scratch, scale);  // (T, T) = scale * q k^T
+      nn::softmax_rows<Scalar>(s);
+      nn::gemm_nn<Scalar>(s, v, buf.context.block(r0, h * hd, t, hd), scratch);  // (T, hd)
+    });
+    proj.forward_add(buf.context.topRows(rows), residual, ctx);
   }
 };
 

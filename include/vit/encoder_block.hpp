@@ -30,13 +30,19 @@ struct EncoderBlock {
   };
 
   /// x: [N*T, D] residual stream, updated in place; probs as in attention.
-  void forward(MatrixRef<Scalar> x, Index tokens, Buffers& buf, nn::GemmScratch<Scalar>& scratch,
+  /// Runs on ctx's threads: the LayerNorms by blocks of rows, the rest as
+  /// attention and the MLP split their work.
+  void forward(MatrixRef<Scalar> x, Index tokens, Buffers& buf, const nn::GemmContext<Scalar>& ctx,
                Matrix<Scalar>* probs = nullptr) const {
     const Index rows = x.rows();
-    norm1.forward(x, buf.normed.topRows(rows));
-    attn.forward_add(buf.normed.topRows(rows), tokens, buf.attn, x, scratch, probs);
-    norm2.forward(x, buf.normed.topRows(rows));
-    mlp.forward_add(buf.normed.topRows(rows), buf.hidden.topRows(rows), x, scratch);
+    ctx.for_rows(rows, [&](Index r0, Index count) {
+      norm1.forward(x.middleRows(r0, count), buf.normed.middleRows(r0, count));
+    });
+    attn.forward_add(buf.normed.topRows(rows), tokens, buf.attn, x, ctx, probs);
+    ctx.for_rows(rows, [&](Index r0, Index count) {
+      norm2.forward(x.middleRows(r0, count), buf.normed.middleRows(r0, count));
+    });
+    mlp.forward_add(buf.normed.topRows(rows), buf.hidden.topRows(rows), x, ctx);
   }
 };
 

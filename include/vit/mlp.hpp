@@ -21,10 +21,11 @@ struct Mlp {
 
   /// residual += mlp(x).  x, residual: [rows, D]; hidden: workspace [rows, hidden].
   void forward_add(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> hidden,
-                   MatrixRef<Scalar> residual, nn::GemmScratch<Scalar>& scratch) const {
-    fc1.forward(x, hidden, scratch);
-    nn::activate<Scalar>(act, hidden);
-    fc2.forward_add(hidden, residual, scratch);
+                   MatrixRef<Scalar> residual, const nn::GemmContext<Scalar>& ctx) const {
+    // The activation runs on each tile of fc1's output as soon as it is computed.
+    fc1.forward(x, hidden, ctx,
+                [this](MatrixRef<Scalar> tile, Index) { nn::activate<Scalar>(act, tile); });
+    fc2.forward_add(hidden, residual, ctx);
   }
 };
 

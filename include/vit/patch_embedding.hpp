@@ -26,7 +26,7 @@ struct PatchEmbedding {
   /// patches: workspace [N * grid^2, C*P*P]; tokens: [N * grid^2, D], patch
   /// rows in row-major grid order, image after image.
   void forward(const MatrixCRef<Scalar>& images, int image_size, MatrixRef<Scalar> patches,
-               MatrixRef<Scalar> tokens, nn::GemmScratch<Scalar>& scratch) const {
+               MatrixRef<Scalar> tokens, const nn::GemmContext<Scalar>& ctx) const {
     const Index grid = image_size / patch_size;
     const Index p = patch_size;
     const Index plane = Index(image_size) * image_size;
@@ -42,7 +42,7 @@ struct PatchEmbedding {
             }
         }
     }
-    proj.forward(patches, tokens, scratch);
+    proj.forward(patches, tokens, ctx);
   }
 };
 

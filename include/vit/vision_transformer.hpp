@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "vit/nn/gemm.hpp"
 #include "vit/nn/layer_norm.hpp"
 #include "vit/nn/linear.hpp"
+#include "vit/parallel.hpp"
 #include "vit/patch_embedding.hpp"
 #include "vit/position_embedding.hpp"
 #include "vit/tensor.hpp"
@@ -22,9 +24,46 @@ namespace vit {
 struct ForwardOptions {
   bool attention = false;      ///< keep every block's attention probabilities
   bool hidden_states = false;  ///< keep the embeddings and every block's output
+  /// Threads of the forward pass: the caller's plus threads - 1 workers that
+  /// the Output's workspace keeps (made on first use, remade only when this
+  /// changes). Results are bit-identical for every thread count.
+  int threads = 1;
 };
 
-/// Activation memory of a forward pass, reused from call to call.
+namespace detail {
+
+// The Workspace's thread pool, remade only when the thread count changes. A
+// copied Workspace starts without one: threads are never shared.
+class WorkspacePool {
+ public:
+  WorkspacePool() = default;
+  WorkspacePool(const WorkspacePool&) noexcept {}
+  WorkspacePool& operator=(const WorkspacePool&) noexcept { return *this; }
+  WorkspacePool(WorkspacePool&&) noexcept = default;
+  WorkspacePool& operator=(WorkspacePool&&) noexcept = default;
+  ~WorkspacePool() = default;
+
+  // A pool of `threads` threads; none (null) for one thread.
+  ThreadPool* get(int threads) {
+    if (threads <= 1) {
+      pool_.reset();
+      return nullptr;
+    }
+    if (!pool_ || pool_->threads() != threads) {
+      pool_.reset();
+      pool_ = std::make_unique<ThreadPool>(threads);
+    }
+    return pool_.get();
+  }
+
+ private:
+  std::unique_ptr<ThreadPool> pool_;
+};
+
+}  // namespace detail
+
+/// Activation memory of a forward pass, reused from call to call, and the
+/// threads that run it (ForwardOptions::threads).
 template <class Scalar>
 struct Workspace {
   Matrix<Scalar> patches;       // (N*P, C*p*p) unrolled patches
@@ -34,7 +73,8 @@ struct Workspace {
   Matrix<Scalar> pooled_dist;   // (N, D) token 1 of distilled models
   Matrix<Scalar> logits_dist;   // (N, C) head_dist output
   typename EncoderBlock<Scalar>::Buffers block;
-  nn::GemmScratch<Scalar> gemm;
+  std::vector<nn::GemmScratch<Scalar>> gemm;  // one per thread, indexed by pool thread number
+  detail::WorkspacePool pool;                 // threads - 1 workers; none for one thread
 };
 
 /// Results of forward(); keep one per thread and reuse it: once it has seen a
@@ -164,14 +204,19 @@ class VisionTransformer {
       throw argument_error("VisionTransformer::forward: images must have C*S*S = " +
                            std::to_string(c * s * s) + " columns (C=" + std::to_string(c) +
                            ", S=" + std::to_string(s) + "), got " + std::to_string(images.cols()));
+    if (options.threads < 1)
+      throw argument_error(
+          "VisionTransformer::forward: ForwardOptions::threads must be >= 1, got " +
+          std::to_string(options.threads));
     const Index n = images.rows(), t = arch_.num_tokens(), d = arch_.embed_dim;
     const Index p = arch_.num_patches(), prefix = arch_.num_prefix_tokens();
     Workspace<Scalar>& ws = out.workspace;
-    reserve(ws, n);
+    reserve(ws, n, options.threads);
+    const nn::GemmContext<Scalar> ctx(ws.pool.get(options.threads), ws.gemm.data());
 
     // Patch tokens, then [prefix tokens | patch tokens] per image, plus positions.
     patch_embed.forward(images, int(s), ws.patches.topRows(n * p), ws.patch_tokens.topRows(n * p),
-                        ws.gemm);
+                        ctx);
     MatrixRef<Scalar> x = ws.x.topRows(n * t);
     for (Index i = 0; i < n; ++i) {
       if (arch_.class_token) x.row(i * t) = cls_token;
@@ -191,16 +236,18 @@ class VisionTransformer {
         out.attention[b].resize(n * arch_.num_heads * t, t);
         probs = &out.attention[b];
       }
-      blocks[b].forward(x, t, ws.block, ws.gemm, probs);
+      blocks[b].forward(x, t, ws.block, ctx, probs);
       if (options.hidden_states) out.hidden_states[b] = x;
     }
 
     out.tokens.resize(n * t, d);
     if (arch_.final_norm)
-      norm.forward(x, out.tokens);
+      ctx.for_rows(n * t, [&](Index r0, Index count) {
+        norm.forward(x.middleRows(r0, count), out.tokens.middleRows(r0, count));
+      });
     else
       out.tokens = x;
-    forward_head(out, n);
+    forward_head(out, n, ctx);
   }
 
   /// Convenience: the logits [N, num_classes] of a batch (allocates).
@@ -268,8 +315,9 @@ class VisionTransformer {
     }
   }
 
-  // Grows the workspace to hold a batch of n images (no-op when it already can).
-  void reserve(Workspace<Scalar>& ws, Index n) const {
+  // Grows the workspace to hold a batch of n images on `threads` threads
+  // (no-op when it already can).
+  void reserve(Workspace<Scalar>& ws, Index n, int threads) const {
     const Index t = arch_.num_tokens(), d = arch_.embed_dim, p = arch_.num_patches();
     const Index patch_len = Index(arch_.in_chans) * arch_.patch_size * arch_.patch_size;
     auto grow = [](Matrix<Scalar>& m, Index rows, Index cols) {
@@ -285,11 +333,14 @@ class VisionTransformer {
     grow(ws.block.hidden, n * t, arch_.mlp_hidden);
     grow(ws.block.attn.qkv, n * t, 3 * d);
     grow(ws.block.attn.context, n * t, d);
-    grow(ws.block.attn.scores, t, t);
+    const auto per_thread = std::size_t(threads);
+    if (ws.gemm.size() != per_thread) ws.gemm.resize(per_thread);
+    if (ws.block.attn.scores.size() != per_thread) ws.block.attn.scores.resize(per_thread);
+    for (Matrix<Scalar>& s : ws.block.attn.scores) grow(s, t, t);
   }
 
   // tokens -> pre_logits -> logits.
-  void forward_head(Output<Scalar>& out, Index n) const {
+  void forward_head(Output<Scalar>& out, Index n, const nn::GemmContext<Scalar>& ctx) const {
     const Index t = arch_.num_tokens(), prefix = arch_.num_prefix_tokens();
     const Index p = arch_.num_patches();
     Workspace<Scalar>& ws = out.workspace;
@@ -305,7 +356,7 @@ class VisionTransformer {
     // class and distillation tokens), through fc_norm / the representation layer.
     out.pre_logits.resize(n, arch_.num_features());
     if (arch_.representation_size > 0) {
-      pre_logits.forward(pooled, out.pre_logits, ws.gemm);
+      pre_logits.forward(pooled, out.pre_logits, ctx);
       out.pre_logits = out.pre_logits.array().tanh().matrix();
     } else if (arch_.dist_token) {
       out.pre_logits = (pooled + ws.pooled_dist.topRows(n)) * Scalar(0.5);
@@ -318,11 +369,11 @@ class VisionTransformer {
     if (arch_.num_classes == 0) return;
     if (arch_.dist_token) {
       // Eval-mode DeiT: the mean of the class head and the distillation head.
-      head.forward(pooled, out.logits, ws.gemm);
-      head_dist.forward(ws.pooled_dist.topRows(n), ws.logits_dist.topRows(n), ws.gemm);
+      head.forward(pooled, out.logits, ctx);
+      head_dist.forward(ws.pooled_dist.topRows(n), ws.logits_dist.topRows(n), ctx);
       out.logits = (out.logits + ws.logits_dist.topRows(n)) * Scalar(0.5);
     } else {
-      head.forward(out.pre_logits, out.logits, ws.gemm);
+      head.forward(out.pre_logits, out.logits, ctx);
     }
   }
 

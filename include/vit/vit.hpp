@@ -20,6 +20,7 @@
 #include "vit/nn/layer_norm.hpp"
 #include "vit/nn/linear.hpp"
 #include "vit/nn/softmax.hpp"
+#include "vit/parallel.hpp"
 #include "vit/patch_embedding.hpp"
 #include "vit/position_embedding.hpp"
 #include "vit/tensor.hpp"

@@ -1,7 +1,8 @@
 // The forward pass allocates no heap memory once its Output (workspace) has
-// seen the batch size. Checked two ways: Eigen's EIGEN_RUNTIME_NO_MALLOC
-// guard (made to throw here instead of asserting, so it also works with
-// NDEBUG), and a global operator new that counts every C++ allocation.
+// seen the batch size and thread count. Checked two ways: Eigen's
+// EIGEN_RUNTIME_NO_MALLOC guard (made to throw here instead of asserting, so
+// it also works with NDEBUG), and a global operator new that counts every C++
+// allocation, on every thread (the pool's workers included).
 #include <atomic>
 #include <cstdlib>
 #include <new>
@@ -109,4 +110,31 @@ TEST_CASE("small model, batch 3, with attention maps and hidden states, float an
   a.fc_norm = true;
   vit::VisionTransformer<vit::DynamicConfig<double>> d(a);
   CHECK(allocations_of_second_forward(d, 3, {true, true}) == 0);
+}
+
+TEST_CASE("with 2 threads the forward pass allocates nothing once warm, on any thread") {
+  vit::VisionTransformer<vit::presets::vit_base_patch16_224<float>> model;
+  vit::ForwardOptions two;
+  two.threads = 2;
+  CHECK(allocations_of_second_forward(model, 1, two) == 0);
+  two.attention = two.hidden_states = true;
+  vit::Architecture a = vit::preset_architecture("deit_tiny_distilled_patch16_224");
+  a.depth = 2;
+  vit::VisionTransformer<vit::DynamicConfig<double>> d(a);
+  CHECK(allocations_of_second_forward(d, 3, two) == 0);
+  two.threads = 3;
+  CHECK(allocations_of_second_forward(d, 2, two) == 0);
+}
+
+TEST_CASE("ThreadPool::run allocates nothing") {
+  vit::ThreadPool pool(2);
+  std::atomic<long> sum{0};
+  // A capture larger than any small-buffer optimisation std::function might have.
+  long big[16] = {};
+  auto task = [&sum, big](vit::Index t, int) { sum += long(t) + big[0]; };
+  pool.run(8, task);
+  const long before = allocations.load();
+  for (int rep = 0; rep < 100; ++rep) pool.run(8, task);
+  CHECK(allocations.load() - before == 0);
+  CHECK(sum == 101L * 28);
 }

@@ -3,19 +3,29 @@
 // c (+)= alpha * a * b      (b row-major [k, n])
 // c (+)= alpha * a * b^T    (b row-major [n, k], e.g. a Linear weight [out, in])
 //
-// Keeping every product behind these two functions lets faster kernels
-// replace the implementation without touching the model code. The current
+// Keeping every product behind these functions lets faster kernels replace
+// the implementation without touching the model code. The current
 // implementation runs Eigen's blocked GEMM kernel with packing buffers that
 // live in a GemmScratch the caller owns, so a product never allocates once
 // the scratch has grown to the largest shape (Eigen's own operator* would
 // allocate its packing buffers on the heap for large shapes).
+//
+// Threads: a product is cut into output tiles (blocks of columns of c, and of
+// rows for large batches) that are computed independently, each with the
+// scratch of the thread that runs it. The tiles depend on the shape alone,
+// never on the number of threads, and one thread runs the same tiles one
+// after the other: every thread count gives bit-identical results. A
+// GemmContext says which threads (a ThreadPool) and scratches to use; a plain
+// GemmScratch converts to a single-thread context.
 #pragma once
 
 #include <Eigen/Core>
 
 #include <algorithm>
 #include <cstddef>
+#include <utility>
 
+#include "vit/parallel.hpp"
 #include "vit/tensor.hpp"
 
 namespace vit::nn {
@@ -38,12 +48,63 @@ class GemmScratch {
   GemmScratch() = default;
   GemmScratch(const GemmScratch&) : GemmScratch() {}  // scratch is never shared
   GemmScratch& operator=(const GemmScratch&) { return *this; }
+  GemmScratch(GemmScratch&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  GemmScratch& operator=(GemmScratch&& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+    return *this;
+  }
   ~GemmScratch() { Eigen::internal::aligned_free(data_); }
   std::size_t capacity() const { return size_; }
 
  private:
   Scalar* data_ = nullptr;
   std::size_t size_ = 0;
+};
+
+/// Where products run: a ThreadPool (or none: the calling thread) and one
+/// GemmScratch per pool thread, the pool's thread number picking the scratch.
+/// Cheap to copy (two pointers); the pool and scratches stay the caller's.
+template <class Scalar>
+class GemmContext {
+ public:
+  /// Single thread: everything runs on the caller with this scratch.
+  GemmContext(GemmScratch<Scalar>& scratch) noexcept : scratch_(&scratch) {}  // NOLINT: implicit
+
+  /// `scratches` points at pool->threads() scratches (one when pool is null).
+  GemmContext(ThreadPool* pool, GemmScratch<Scalar>* scratches) noexcept
+      : pool_(pool), scratch_(scratches) {}
+
+  /// Threads that share the work.
+  int threads() const noexcept { return pool_ ? pool_->threads() : 1; }
+
+  /// The scratch of pool thread `thread` (0 is the caller).
+  GemmScratch<Scalar>& scratch(int thread) const noexcept { return scratch_[thread]; }
+
+  /// fn(task, thread) for every task in [0, count), on the pool's threads
+  /// (see ThreadPool::run), or one after the other on the caller (thread 0).
+  template <class F>
+  void run(Index count, F&& fn) const {
+    if (pool_)
+      pool_->run(count, fn);
+    else
+      for (Index t = 0; t < count; ++t) fn(t, 0);
+  }
+
+  /// fn(begin, count) over [0, rows) cut into blocks of `block` rows, the
+  /// blocks spread over the threads as run() does.
+  template <class F>
+  void for_rows(Index rows, F&& fn, Index block = 32) const {
+    run((rows + block - 1) / block, [&](Index task, int) {
+      const Index begin = task * block;
+      fn(begin, std::min(block, rows - begin));
+    });
+  }
+
+ private:
+  ThreadPool* pool_ = nullptr;
+  GemmScratch<Scalar>* scratch_ = nullptr;
 };
 
 namespace detail {
@@ -84,30 +145,116 @@ void run_gemm(Index m, Index n, Index k, const Scalar* a, Index lda, const Scala
                                                                                  alpha, blocking);
 }
 
+// How a product's output [m, n] is cut into tiles: a function of the shape
+// (and of the build's SIMD width) only, never of the thread count.
+struct GemmTiling {
+  Index tile_m = 0, tile_n = 0;    // tile shape (the last row / column of tiles may be smaller)
+  Index tiles_m = 0, tiles_n = 0;  // tiles down and across
+  Index count() const { return tiles_m * tiles_n; }
+};
+
+template <class Scalar>
+GemmTiling gemm_tiling(Index m, Index n, Index k) {
+  using Traits = Eigen::internal::gebp_traits<Scalar, Scalar>;
+  auto ceil_div = [](Index x, Index y) { return (x + y - 1) / y; };
+  auto round_up = [&](Index x, Index y) { return ceil_div(x, y) * y; };
+  GemmTiling t;
+  if (m == 0 || n == 0) return t;
+  // Under about 0.1 ms of work (e.g. one attention head) a product is one tile.
+  constexpr Index small = Index(1) << 23;  // multiply-adds
+  if (m * n * std::max<Index>(k, 1) <= small) {
+    t.tile_m = m;
+    t.tile_n = n;
+    t.tiles_m = t.tiles_n = 1;
+    return t;
+  }
+  // Rows (tokens): whole up to 512, else near-equal blocks of at most 512
+  // rows, in Eigen's register-block width (nr).
+  constexpr Index max_rows = 512;
+  t.tile_m = round_up(ceil_div(m, ceil_div(m, max_rows)), Index(Traits::nr));
+  t.tiles_m = ceil_div(m, t.tile_m);
+  // Columns (weight rows): about 12 tiles in all, enough for a fair share
+  // between threads of unequal speed; whole multiples of Eigen's lhs panel
+  // (mr rows of the weight), at most 384 wide to keep packed panels small.
+  constexpr Index target_tiles = 12, max_cols = 384;
+  const Index mr = Traits::mr;
+  const Index widest = std::max(mr, max_cols / mr * mr);
+  const Index want = ceil_div(target_tiles, t.tiles_m);
+  t.tile_n = std::min(widest, round_up(ceil_div(n, want), mr));
+  t.tiles_n = ceil_div(n, t.tile_n);
+  return t;
+}
+
+// c = prepare(c) + alpha * a * op(b), then finish(c), tile by tile on ctx's
+// threads: prepare(tile, col0) and finish(tile, col0) get a tile of c and the
+// column of c where it starts. b is [n, k] (RhsOrder ColMajor: a * b^T) or
+// [k, n] (RowMajor: a * b).
+template <int RhsOrder, class Scalar, class Prepare, class Finish>
+void tiled_gemm(const MatrixCRef<Scalar>& a, const MatrixCRef<Scalar>& b, MatrixRef<Scalar> c,
+                const GemmContext<Scalar>& ctx, Scalar alpha, Prepare&& prepare, Finish&& finish) {
+  const Index m = c.rows(), n = c.cols(), k = a.cols();
+  const GemmTiling t = gemm_tiling<Scalar>(m, n, k);
+  ctx.run(t.count(), [&](Index task, int thread) {
+    const Index i0 = (task / t.tiles_n) * t.tile_m, j0 = (task % t.tiles_n) * t.tile_n;
+    const Index rows = std::min(t.tile_m, m - i0), cols = std::min(t.tile_n, n - j0);
+    MatrixRef<Scalar> tile = c.block(i0, j0, rows, cols);
+    prepare(tile, j0);
+    // b's part: rows j0.. of a [n, k] matrix, or columns j0.. of a [k, n] one.
+    const Scalar* b0 =
+        RhsOrder == Eigen::ColMajor ? b.data() + j0 * b.outerStride() : b.data() + j0;
+    run_gemm<Eigen::RowMajor, RhsOrder>(rows, cols, k, a.data() + i0 * a.outerStride(),
+                                        a.outerStride(), b0, b.outerStride(), tile.data(),
+                                        tile.outerStride(), alpha, ctx.scratch(thread));
+    finish(tile, j0);
+  });
+}
+
+// The tile hooks of a plain product: zero the tile first, or keep it (accumulate).
+template <class Scalar>
+struct ZeroUnless {
+  bool accumulate;
+  void operator()(MatrixRef<Scalar> tile, Index) const {
+    if (!accumulate) tile.setZero();
+  }
+};
+struct NoOp {
+  template <class... T>
+  void operator()(T&&...) const {}
+};
+
 }  // namespace detail
 
 /// c = alpha * a * b^T, or c += alpha * a * b^T when accumulate.
 /// a: [m, k], b: [n, k], c: [m, n]; all row-major with unit inner stride.
 template <class Scalar>
 void gemm_nt(const MatrixCRef<Scalar>& a, const MatrixCRef<Scalar>& b, MatrixRef<Scalar> c,
-             GemmScratch<Scalar>& scratch, Scalar alpha = Scalar(1), bool accumulate = false) {
+             const GemmContext<Scalar>& ctx, Scalar alpha = Scalar(1), bool accumulate = false) {
   eigen_assert(a.cols() == b.cols() && c.rows() == a.rows() && c.cols() == b.rows());
-  if (!accumulate) c.setZero();
-  detail::run_gemm<Eigen::RowMajor, Eigen::ColMajor>(a.rows(), b.rows(), a.cols(), a.data(),
-                                                     a.outerStride(), b.data(), b.outerStride(),
-                                                     c.data(), c.outerStride(), alpha, scratch);
+  detail::tiled_gemm<Eigen::ColMajor>(a, b, c, ctx, alpha, detail::ZeroUnless<Scalar>{accumulate},
+                                      detail::NoOp{});
 }
 
 /// c = alpha * a * b, or c += alpha * a * b when accumulate.
 /// a: [m, k], b: [k, n], c: [m, n]; all row-major with unit inner stride.
 template <class Scalar>
 void gemm_nn(const MatrixCRef<Scalar>& a, const MatrixCRef<Scalar>& b, MatrixRef<Scalar> c,
-             GemmScratch<Scalar>& scratch, Scalar alpha = Scalar(1), bool accumulate = false) {
+             const GemmContext<Scalar>& ctx, Scalar alpha = Scalar(1), bool accumulate = false) {
   eigen_assert(a.cols() == b.rows() && c.rows() == a.rows() && c.cols() == b.cols());
-  if (!accumulate) c.setZero();
-  detail::run_gemm<Eigen::RowMajor, Eigen::RowMajor>(a.rows(), b.cols(), a.cols(), a.data(),
-                                                     a.outerStride(), b.data(), b.outerStride(),
-                                                     c.data(), c.outerStride(), alpha, scratch);
+  detail::tiled_gemm<Eigen::RowMajor>(a, b, c, ctx, alpha, detail::ZeroUnless<Scalar>{accumulate},
+                                      detail::NoOp{});
+}
+
+/// gemm_nt with work fused into each output tile, on the thread that computes
+/// it: for every tile c_t of c (a block whose first column is col0 in c),
+/// prepare(c_t, col0); c_t += alpha * (its part of a * b^T); finish(c_t, col0).
+/// prepare sets the starting value (zero, a bias, or the residual as it is);
+/// finish applies e.g. an activation. Both take (MatrixRef<Scalar>, Index).
+template <class Scalar, class Prepare, class Finish>
+void gemm_nt_fused(const MatrixCRef<Scalar>& a, const MatrixCRef<Scalar>& b, MatrixRef<Scalar> c,
+                   const GemmContext<Scalar>& ctx, Scalar alpha, Prepare&& prepare,
+                   Finish&& finish) {
+  eigen_assert(a.cols() == b.cols() && c.rows() == a.rows() && c.cols() == b.rows());
+  detail::tiled_gemm<Eigen::ColMajor>(a, b, c, ctx, alpha, prepare, finish);
 }
 
 }  // namespace vit::nn

@@ -27,20 +27,37 @@ struct Linear {
 
   /// y = x W^T + b.  x: [rows, in], y: [rows, out] (must not alias x).
   void forward(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y,
-               GemmScratch<Scalar>& scratch) const {
-    // Start from the bias so the product accumulates onto it: one pass over y.
-    if (has_bias())
-      y.rowwise() = bias;
-    else
-      y.setZero();
-    gemm_nt<Scalar>(x, weight, y, scratch, Scalar(1), true);
+               const GemmContext<Scalar>& ctx) const {
+    forward(x, y, ctx, detail::NoOp{});
+  }
+
+  /// y = finish(x W^T + b): finish(tile, col0) runs on each output tile (a
+  /// block of y starting at column col0) right after it is computed, on the
+  /// same thread, e.g. the MLP's activation.
+  template <class Finish>
+  void forward(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y, const GemmContext<Scalar>& ctx,
+               Finish&& finish) const {
+    // Each tile starts from the bias, so the product accumulates onto it.
+    gemm_nt_fused<Scalar>(
+        x, weight, y, ctx, Scalar(1),
+        [this](MatrixRef<Scalar> tile, Index col0) {
+          if (has_bias())
+            tile.rowwise() = bias.segment(col0, tile.cols());
+          else
+            tile.setZero();
+        },
+        finish);
   }
 
   /// y += x W^T + b, the residual form used after attention and the MLP.
   void forward_add(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y,
-                   GemmScratch<Scalar>& scratch) const {
-    if (has_bias()) y.rowwise() += bias;
-    gemm_nt<Scalar>(x, weight, y, scratch, Scalar(1), true);
+                   const GemmContext<Scalar>& ctx) const {
+    gemm_nt_fused<Scalar>(
+        x, weight, y, ctx, Scalar(1),
+        [this](MatrixRef<Scalar> tile, Index col0) {
+          if (has_bias()) tile.rowwise() += bias.segment(col0, tile.cols());
+        },
+        detail::NoOp{});
   }
 };
 
