@@ -1,11 +1,14 @@
 // vit/attention.hpp - multi-head self-attention.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include "vit/nn/gemm.hpp"
+#include "vit/nn/gemm_avx512.hpp"
 #include "vit/nn/linear.hpp"
 #include "vit/nn/softmax.hpp"
 #include "vit/tensor.hpp"
@@ -36,6 +39,10 @@ struct MultiHeadSelfAttention {
     Matrix<Scalar> qkv;                  // (N*T, 3D)
     std::vector<Matrix<Scalar>> scores;  // one (T, T) per thread: the head it is working on
     Matrix<Scalar> context;              // (N*T, D)
+    // Packed kernels (float on AVX-512 CPUs): one head's k and v per thread,
+    // packed as the "weights" of q k^T and p v; reused, so no allocation
+    // once they have held a head.
+    std::vector<nn::PackedWeight> keys, values;
   };
 
   /// residual += proj(attention(x)).
@@ -50,6 +57,11 @@ struct MultiHeadSelfAttention {
     const Index batch = rows / t;
     const Scalar scale = Scalar(1) / std::sqrt(Scalar(hd));
     qkv.forward(x, buf.qkv.topRows(rows), ctx);
+    const bool packed = std::is_same_v<Scalar, float> && nn::gemm_packed_uses_avx512();
+    if (packed && buf.keys.size() < std::size_t(ctx.threads())) {
+      buf.keys.resize(std::size_t(ctx.threads()));
+      buf.values.resize(std::size_t(ctx.threads()));
+    }
     // One task per (image, head), task = n * heads + h; the thread running it
     // uses its own scores matrix and scratch. (Each thread's scores matrix is
     // a separate aligned allocation, so a head's arithmetic does not depend
@@ -64,9 +76,24 @@ struct MultiHeadSelfAttention {
           probs ? MatrixRef<Scalar>(probs->middleRows(task * t, t))
                 : MatrixRef<Scalar>(buf.scores[std::size_t(thread)].topLeftCorner(t, t));
       nn::GemmScratch<Scalar>& scratch = ctx.scratch(thread);
+      MatrixRef<Scalar> out = buf.context.block(r0, h * hd, t, hd);  // (T, hd)
+      if constexpr (std::is_same_v<Scalar, float>) {
+        if (packed) {
+          nn::PackedWeight& pk = buf.keys[std::size_t(thread)];
+          nn::PackedWeight& pv = buf.values[std::size_t(thread)];
+          pk.pack(k);
+          pv.pack_transposed(v);
+          float* sc = scratch.reserve(
+              std::max(nn::gemm_packed_scratch_size(t, hd), nn::gemm_packed_scratch_size(t, t)));
+          nn::gemm_packed(q, pk, s, nullptr, nn::Epilogue::store, sc);  // (T, T) = q k^T
+          nn::softmax_rows<Scalar>(s, scale);
+          nn::gemm_packed(s, pv, out, nullptr, nn::Epilogue::store, sc);
+          return;
+        }
+      }
       nn::gemm_nt<Scalar>(q, k, s, scratch, scale);  // (T, T) = scale * q k^T
       nn::softmax_rows<Scalar>(s);
-      nn::gemm_nn<Scalar>(s, v, buf.context.block(r0, h * hd, t, hd), scratch);  // (T, hd)
+      nn::gemm_nn<Scalar>(s, v, out, scratch);
     });
     proj.forward_add(buf.context.topRows(rows), residual, ctx);
   }

@@ -22,9 +22,16 @@ struct Mlp {
   /// residual += mlp(x).  x, residual: [rows, D]; hidden: workspace [rows, hidden].
   void forward_add(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> hidden,
                    MatrixRef<Scalar> residual, const nn::GemmContext<Scalar>& ctx) const {
-    // The activation runs on each tile of fc1's output as soon as it is computed.
-    fc1.forward(x, hidden, ctx,
-                [this](MatrixRef<Scalar> tile, Index) { nn::activate<Scalar>(act, tile); });
+    // Exact GELU is fused into fc1's product; other activations run over
+    // the finished rows.
+    if (act == Activation::gelu_erf) {
+      fc1.forward(x, hidden, ctx, nn::Epilogue::gelu);
+    } else {
+      fc1.forward(x, hidden, ctx);
+      ctx.for_rows(hidden.rows(), [&](Index r0, Index count) {
+        nn::activate<Scalar>(act, hidden.middleRows(r0, count));
+      });
+    }
     fc2.forward_add(hidden, residual, ctx);
   }
 };

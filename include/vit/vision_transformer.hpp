@@ -16,6 +16,7 @@
 #include "vit/parallel.hpp"
 #include "vit/patch_embedding.hpp"
 #include "vit/position_embedding.hpp"
+#include "vit/precision.hpp"
 #include "vit/tensor.hpp"
 
 namespace vit {
@@ -257,8 +258,41 @@ class VisionTransformer {
     return out.logits;
   }
 
+  /// Holds every linear layer's weight (patch embedding, attention, MLP,
+  /// heads) packed for the fast kernels, in precision `p`, releasing the
+  /// plain matrices: the weights stay in memory once. load_model() does this
+  /// (LoadOptions::precision); call it after building or changing a model by
+  /// hand. Float models only; layer by layer, so memory peaks at the model
+  /// plus one layer. fp32 results agree with the unpacked model to float
+  /// rounding; bf16 and int8 trade accuracy for speed (see the README).
+  void pack_weights(Precision p = Precision::fp32) {
+    if constexpr (!std::is_same_v<Scalar, float>) {
+      throw argument_error(
+          std::string("VisionTransformer::pack_weights: packed weights need a float model (asked "
+                      "for ") +
+          precision_name(p) + ")");
+    } else {
+      for_each_linear([p](nn::Linear<Scalar>& l) { l.pack(p); });
+    }
+  }
+
+  /// Back to plain weights (the values packed, so a bf16 / int8 model keeps
+  /// its rounding). named_parameters() does this first.
+  void unpack_weights() {
+    for_each_linear([](nn::Linear<Scalar>& l) { l.unpack(); });
+  }
+
+  /// True when the linear layers hold packed weights (see pack_weights()).
+  bool weights_packed() const { return patch_embed.proj.packed(); }
+
+  /// The linear layers' arithmetic: fp32 unless packed at lower precision.
+  Precision precision() const { return patch_embed.proj.precision(); }
+
   /// Every parameter tensor with its timm name and shape, in timm's order.
+  /// The pointers are to plain tensors: packed weights are unpacked first
+  /// (call pack_weights() again after changing them).
   std::vector<ParameterRef<Scalar>> named_parameters() {
+    unpack_weights();
     using Shape = std::vector<std::int64_t>;
     const std::int64_t d = arch_.embed_dim, pch = arch_.patch_size;
     std::vector<ParameterRef<Scalar>> ps;
@@ -299,6 +333,22 @@ class VisionTransformer {
   }
 
  private:
+  template <class F>
+  void for_each_linear(F&& fn) {
+    fn(patch_embed.proj);
+    for (EncoderBlock<Scalar>& b : blocks) {
+      fn(b.attn.qkv);
+      fn(b.attn.proj);
+      fn(b.mlp.fc1);
+      fn(b.mlp.fc2);
+    }
+    if (arch_.representation_size > 0) fn(pre_logits);
+    if (arch_.num_classes > 0) {
+      fn(head);
+      if (arch_.dist_token) fn(head_dist);
+    }
+  }
+
   static Architecture static_architecture() {
     static_assert(Config::is_static,
                   "VisionTransformer<DynamicConfig>: pass the Architecture to the constructor");
@@ -337,6 +387,8 @@ class VisionTransformer {
     if (ws.gemm.size() != per_thread) ws.gemm.resize(per_thread);
     if (ws.block.attn.scores.size() != per_thread) ws.block.attn.scores.resize(per_thread);
     for (Matrix<Scalar>& s : ws.block.attn.scores) grow(s, t, t);
+    ws.block.attn.keys.resize(per_thread);
+    ws.block.attn.values.resize(per_thread);
   }
 
   // tokens -> pre_logits -> logits.

@@ -228,7 +228,7 @@ TEST_CASE("attention: heads read the packed qkv as [3, heads, head_dim]") {
   attn.proj.bias.setZero();
   const Matrix<double> x = random_matrix<double>(t, d, 13);
   typename vit::MultiHeadSelfAttention<double>::Buffers buf{
-      Matrix<double>(t, 3 * d), {Matrix<double>(t, t)}, Matrix<double>(t, d)};
+      Matrix<double>(t, 3 * d), {Matrix<double>(t, t)}, Matrix<double>(t, d), {}, {}};
   Matrix<double> out = Matrix<double>::Zero(t, d), probs(2 * t, t);
   vit::nn::GemmScratch<double> s;
   attn.forward_add(x, t, buf, out, s, &probs);

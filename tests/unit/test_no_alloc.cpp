@@ -126,6 +126,18 @@ TEST_CASE("with 2 threads the forward pass allocates nothing once warm, on any t
   CHECK(allocations_of_second_forward(d, 2, two) == 0);
 }
 
+TEST_CASE("packed weights (fast kernels): batch 1 and 2, 1 and 2 threads, allocate nothing") {
+  vit::VisionTransformer<vit::presets::vit_base_patch16_224<float>> model;
+  model.pack_weights();
+  REQUIRE(model.weights_packed());
+  vit::ForwardOptions two;
+  two.threads = 2;
+  CHECK(allocations_of_second_forward(model, 1, {}) == 0);
+  CHECK(allocations_of_second_forward(model, 2, two) == 0);
+  two.attention = two.hidden_states = true;
+  CHECK(allocations_of_second_forward(model, 1, two) == 0);
+}
+
 TEST_CASE("ThreadPool::run allocates nothing") {
   vit::ThreadPool pool(2);
   std::atomic<long> sum{0};

@@ -584,6 +584,24 @@ class PackedWeight {
     if (size() != 0) detail::pgemm::pack_b(w.data(), w.outerStride(), n_, k_, panel_width(), data_);
   }
 
+  /// Packs the transpose of b [k, n] (row-major, any outer stride), i.e.
+  /// the weight b^T, so that gemm_packed computes a b: for attention's
+  /// probabilities times values, where b is a block of token rows.
+  void pack_transposed(const MatrixCRef<float>& b) {
+    allocate(b.cols(), b.rows());
+    const Index nr = panel_width();
+    for (Index p = 0; p * nr < n_; ++p) {
+      float* panel = data_ + p * nr * k_;
+      const Index cols = std::min(nr, n_ - p * nr);
+      for (Index kk = 0; kk < k_; ++kk) {
+        const float* src = b.data() + kk * b.outerStride() + p * nr;
+        float* dst = panel + kk * nr;
+        std::memcpy(dst, src, static_cast<std::size_t>(cols) * sizeof(float));
+        for (Index j = cols; j < nr; ++j) dst[j] = 0.0f;
+      }
+    }
+  }
+
   /// The weight back in its [n, k] layout (e.g. to save it, so that a layer
   /// need not also keep the unpacked copy).
   Matrix<float> unpack() const {

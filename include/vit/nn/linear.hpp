@@ -1,9 +1,20 @@
 // vit/nn/linear.hpp - fully connected layer, y = x W^T + b.
+//
+// A float layer can hold its weight packed for gemm_packed (pack()): the
+// plain matrix is then released, so the weight lives in memory once, and the
+// forward pass runs the packed kernel with bias, residual add or GELU fused
+// into it. Unpacked layers (and every double layer) go through nn::gemm.
 #pragma once
 
+#include <algorithm>
 #include <string>
+#include <type_traits>
 
+#include "vit/error.hpp"
+#include "vit/nn/activation.hpp"
 #include "vit/nn/gemm.hpp"
+#include "vit/nn/gemm_avx512.hpp"
+#include "vit/precision.hpp"
 #include "vit/tensor.hpp"
 
 namespace vit::nn {
@@ -13,7 +24,7 @@ namespace vit::nn {
 /// Inputs are token rows [rows, in]; outputs [rows, out].
 template <class Scalar>
 struct Linear {
-  Matrix<Scalar> weight;   // (out, in)
+  Matrix<Scalar> weight;   // (out, in); empty while the layer is packed
   RowVector<Scalar> bias;  // (out) or empty
 
   Linear() = default;
@@ -21,44 +32,115 @@ struct Linear {
       : weight(Matrix<Scalar>::Zero(out, in)),
         bias(has_bias ? RowVector<Scalar>::Zero(out) : RowVector<Scalar>()) {}
 
-  Index in_features() const { return weight.cols(); }
-  Index out_features() const { return weight.rows(); }
+  Index in_features() const { return packed_ ? packed_f32_.cols() : weight.cols(); }
+  Index out_features() const { return packed_ ? packed_f32_.rows() : weight.rows(); }
   bool has_bias() const { return bias.size() != 0; }
 
-  /// y = x W^T + b.  x: [rows, in], y: [rows, out] (must not alias x).
-  void forward(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y,
-               const GemmContext<Scalar>& ctx) const {
-    forward(x, y, ctx, detail::NoOp{});
+  /// True while the weight is held packed (see pack()).
+  bool packed() const { return packed_; }
+  /// The arithmetic of forward(): fp32 unless packed at lower precision.
+  Precision precision() const { return packed_ ? precision_ : Precision::fp32; }
+
+  /// Moves the weight into the packed layout of `p` and releases the plain
+  /// matrix. Float layers only (a double layer throws argument_error).
+  void pack(Precision p = Precision::fp32) {
+    if constexpr (!std::is_same_v<Scalar, float>) {
+      throw argument_error(std::string("Linear::pack: packed weights are float only (asked for ") +
+                           precision_name(p) + ")");
+    } else {
+      if (packed_) unpack();
+      if (p != Precision::fp32)
+        throw argument_error(std::string("Linear::pack: precision ") + precision_name(p) +
+                             " is not available");
+      packed_f32_.pack(weight);
+      weight = Matrix<Scalar>();  // frees the plain copy
+      precision_ = p;
+      packed_ = true;
+    }
   }
 
-  /// y = finish(x W^T + b): finish(tile, col0) runs on each output tile (a
-  /// block of y starting at column col0) right after it is computed, on the
-  /// same thread, e.g. the MLP's activation.
-  template <class Finish>
+  /// Restores the plain weight (values as packed; lossy for bf16 / int8).
+  void unpack() {
+    if (!packed_) return;
+    if constexpr (std::is_same_v<Scalar, float>) {
+      weight = packed_f32_.unpack();
+      packed_f32_ = PackedWeight();
+    }
+    packed_ = false;
+  }
+
+  /// y = epilogue(x W^T + b): Epilogue::store writes y, accumulate adds onto
+  /// it (the residual form), gelu applies exact GELU.
+  /// x: [rows, in], y: [rows, out] (must not alias x).
   void forward(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y, const GemmContext<Scalar>& ctx,
-               Finish&& finish) const {
-    // Each tile starts from the bias, so the product accumulates onto it.
+               Epilogue ep = Epilogue::store) const {
+    if (x.cols() != in_features())
+      throw argument_error("Linear::forward: x has " + std::to_string(x.cols()) +
+                           " columns, the layer takes " + std::to_string(in_features()));
+    vit::detail::check_shape(y, x.rows(), out_features(), "Linear::forward: y");
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (packed_) return forward_packed(x, y, ctx, ep);
+    }
+    // Each tile starts from the bias (or the residual), then the product
+    // accumulates onto it; GELU runs on the finished tile on the same thread.
     gemm_nt_fused<Scalar>(
         x, weight, y, ctx, Scalar(1),
-        [this](MatrixRef<Scalar> tile, Index col0) {
-          if (has_bias())
+        [this, ep](MatrixRef<Scalar> tile, Index col0) {
+          if (ep == Epilogue::accumulate) {
+            if (has_bias()) tile.rowwise() += bias.segment(col0, tile.cols());
+          } else if (has_bias()) {
             tile.rowwise() = bias.segment(col0, tile.cols());
-          else
+          } else {
             tile.setZero();
+          }
         },
-        finish);
+        [ep](MatrixRef<Scalar> tile, Index) {
+          if (ep == Epilogue::gelu) activate<Scalar>(Activation::gelu_erf, tile);
+        });
   }
 
   /// y += x W^T + b, the residual form used after attention and the MLP.
   void forward_add(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y,
                    const GemmContext<Scalar>& ctx) const {
-    gemm_nt_fused<Scalar>(
-        x, weight, y, ctx, Scalar(1),
-        [this](MatrixRef<Scalar> tile, Index col0) {
-          if (has_bias()) tile.rowwise() += bias.segment(col0, tile.cols());
-        },
-        detail::NoOp{});
+    forward(x, y, ctx, Epilogue::accumulate);
   }
+
+ private:
+  // The packed product, cut into tasks for ctx's threads: blocks of about
+  // 112 rows (whole 14-row micro-panels) by 256 columns (whole 32-column
+  // weight panels). Each task packs its rows of x again, so blocks are wide
+  // (that repacking costs ~1/cols of the product); rows are split as well so
+  // that two threads share even a single image's narrow products. Every
+  // element of y sums over k in the same order whatever the blocks are, so
+  // any thread count gives bit-identical results.
+  void forward_packed(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y,
+                      const GemmContext<Scalar>& ctx, Epilogue ep) const {
+    const Index m = x.rows(), n = out_features(), k = in_features();
+    const float* b = has_bias() ? bias.data() : nullptr;
+    constexpr Index small = Index(1) << 22;  // multiply-adds: not worth a split
+    if (ctx.threads() == 1 || m * n * std::max<Index>(k, 1) <= small) {
+      float* scratch = ctx.scratch(0).reserve(gemm_packed_scratch_size(m, k));
+      gemm_packed(x, packed_f32_, y, b, ep, scratch);
+      return;
+    }
+    auto ceil_div = [](Index p, Index q) { return (p + q - 1) / q; };
+    const Index tile_m = std::min(m, ceil_div(ceil_div(m, ceil_div(m, 112)), 14) * 14);
+    const Index tile_n = 256;
+    const Index tiles_m = ceil_div(m, tile_m), tiles_n = ceil_div(n, tile_n);
+    // Consecutive tasks share a column block: the threads read the same
+    // weight panels at about the same time.
+    ctx.run(tiles_m * tiles_n, [&](Index task, int thread) {
+      const Index i0 = (task % tiles_m) * tile_m, j0 = (task / tiles_m) * tile_n;
+      const Index rows = std::min(tile_m, m - i0);
+      float* scratch = ctx.scratch(thread).reserve(gemm_packed_scratch_size(rows, k));
+      gemm_packed(x.middleRows(i0, rows), packed_f32_, y.middleRows(i0, rows), b, ep, scratch, j0,
+                  std::min(n, j0 + tile_n));
+    });
+  }
+
+  PackedWeight packed_f32_;
+  Precision precision_ = Precision::fp32;
+  bool packed_ = false;
 };
 
 }  // namespace vit::nn
