@@ -80,11 +80,17 @@ elseif(MODE STREQUAL "bad-preset")
   endif()
 
 elseif(MODE STREQUAL "precision")
+  # bf16 / int8 run, say which kernel ran and report their error against float32.
   foreach(p bf16 int8)
     run_bench(--model vit_tiny_patch16_224 --precision ${p} --runs 1 --warmup 0 --json)
-    if(NOT rc EQUAL 2 OR NOT err MATCHES "--precision ${p} is not implemented yet"
-       OR NOT out STREQUAL "")
-      fail("--precision ${p}: expected exit 2, 'not implemented yet', empty stdout")
+    if(NOT rc EQUAL 0 OR NOT out MATCHES "\"precision\":\"${p}\""
+       OR NOT out MATCHES "${p} weights \\(" OR NOT out MATCHES "\"relerr_vs_fp32\":")
+      fail("--precision ${p}: expected exit 0, precision ${p}, its kernel and relerr_vs_fp32: "
+           "${out} ${err}")
+    endif()
+    string(REGEX MATCH "\"relerr_vs_fp32\":([-0-9.eE+]+)" _ "${out}")
+    if(NOT CMAKE_MATCH_1 OR CMAKE_MATCH_1 GREATER 0.05 OR NOT CMAKE_MATCH_1 GREATER 0)
+      fail("--precision ${p}: relative logit error ${CMAKE_MATCH_1} not in (0, 0.05]")
     endif()
   endforeach()
   run_bench(--model vit_tiny_patch16_224 --precision fp16 --runs 1)

@@ -1,9 +1,11 @@
 // gemm_bench: single-thread GFLOP/s of vit::nn::gemm_packed (packed weight,
-// AVX-512 micro-kernel) against Eigen on the ViT-B/16 Linear shapes.
+// AVX-512 micro-kernel) against Eigen on the ViT-B/16 Linear shapes, or with
+// --lowp, of the bf16 and int8 kernels (gemm_packed_bf16, gemm_packed_int8)
+// next to gemm_packed.
 //
 //   g++ -O3 -std=c++17 -I include -I /usr/include/eigen3 bench/gemm_bench.cpp -o build/gemm_bench
-//   (add -march=native to let Eigen use AVX-512 too; gemm_packed needs no flag)
-//   build/gemm_bench [--runs N] [--portable] [--shape NAME]
+//   (add -march=native to let Eigen use AVX-512 too; the packed kernels need no flag)
+//   build/gemm_bench [--runs N] [--portable] [--shape NAME] [--lowp]
 //
 // For every shape (M x K x N, M = tokens: 197 for one image, 1576 for 8) the
 // timed loop interleaves, in a rotating order, one call each of
@@ -20,6 +22,19 @@
 // difference between ours and Eigen relative to max |c|.
 // --portable forces gemm_packed's portable kernel; --runs sets the timed
 // repetitions (default 21, at least 15).
+//
+// --lowp interleaves instead, in the same way,
+//   fp32      gemm_packed(a, W, c, no bias, Epilogue::store)
+//   bf16      gemm_packed_bf16, same arguments (W rounded to bf16, a rounded
+//             while it is packed, float sums)
+//   int8      gemm_packed_int8, same arguments (W int8 per output channel, a
+//             quantised per row on the fly, int32 sums)
+//   bf16+epi, int8+epi   with the layer's bias and epilogue fused
+// and prints GOP/s (2 M K N operations per call, whatever the precision), the
+// speedups over fp32 by wall-clock medians, and the largest difference from
+// fp32 relative to max |c| (the rounding / quantisation error, not a bug
+// check: the unit tests bound it). --portable forces all three portable
+// kernels.
 #include <time.h>
 
 #include <algorithm>
@@ -35,6 +50,8 @@
 #include "vit/nn/activation.hpp"
 #include "vit/nn/gemm.hpp"
 #include "vit/nn/gemm_avx512.hpp"
+#include "vit/nn/gemm_bf16.hpp"
+#include "vit/nn/gemm_int8.hpp"
 
 namespace {
 
@@ -87,11 +104,92 @@ struct Variant {
   std::vector<double> wall, cpu;
 };
 
+// Times every variant `runs` times, one call of each in turn, in a rotating
+// order (after one untimed warm-up call each).
+void measure(std::vector<Variant>& variants, int runs) {
+  for (Variant& v : variants) v.run();  // warm-up: caches, page faults, scratch growth
+  for (int r = 0; r < runs; ++r)
+    for (std::size_t j = 0; j < variants.size(); ++j) {
+      Variant& v = variants[(j + static_cast<std::size_t>(r)) % variants.size()];
+      const double c0 = thread_seconds(), w0 = wall_seconds();
+      v.run();
+      const double w1 = wall_seconds(), c1 = thread_seconds();
+      v.wall.push_back(w1 - w0);
+      v.cpu.push_back(c1 - c0);
+    }
+}
+
+// "median [min .. max] (median by CPU time)" of gflop / seconds.
+std::string cell(const Variant& v, double gflop) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%5.1f [%5.1f .. %5.1f] (%5.1f)", gflop / median(v.wall),
+                gflop / *std::max_element(v.wall.begin(), v.wall.end()),
+                gflop / *std::min_element(v.wall.begin(), v.wall.end()), gflop / median(v.cpu));
+  return std::string(buf);
+}
+
+// Largest |x - y| relative to max |y|.
+double relative_diff(const Matrix<float>& x, const Matrix<float>& y) {
+  float diff = 0.0f, scale = 0.0f;
+  for (Index i = 0; i < y.size(); ++i) {
+    diff = std::max(diff, std::abs(x.data()[i] - y.data()[i]));
+    scale = std::max(scale, std::abs(y.data()[i]));
+  }
+  return double(diff / scale);
+}
+
+// --lowp: fp32, bf16 and int8 packed kernels on one shape, one table row.
+void run_lowp(const Shape& s, int runs) {
+  using vit::nn::Epilogue;
+  const Matrix<float> a = random_matrix(s.m, s.k, 1);
+  const Matrix<float> w = random_matrix(s.n, s.k, 2);
+  const RowVector<float> bias = random_matrix(1, s.n, 3);
+  const vit::nn::PackedWeight p32(w);
+  const vit::nn::PackedWeightBf16 p16(w);
+  const vit::nn::PackedWeightInt8 p8(w);
+  std::vector<float> scratch(std::max({vit::nn::gemm_packed_scratch_size(s.m, s.k),
+                                       vit::nn::gemm_packed_bf16_scratch_size(s.m, s.k),
+                                       vit::nn::gemm_packed_int8_scratch_size(s.m, s.k)}));
+  Matrix<float> c32(s.m, s.n), c16(s.m, s.n), c8(s.m, s.n);
+  Matrix<float> e16 = random_matrix(s.m, s.n, 4), e8 = e16;
+  float* sp = scratch.data();
+
+  std::vector<Variant> variants;
+  variants.push_back(
+      {"fp32", [&] { vit::nn::gemm_packed(a, p32, c32, nullptr, Epilogue::store, sp); }, {}, {}});
+  variants.push_back({"bf16",
+                      [&] { vit::nn::gemm_packed_bf16(a, p16, c16, nullptr, Epilogue::store, sp); },
+                      {},
+                      {}});
+  variants.push_back({"int8",
+                      [&] { vit::nn::gemm_packed_int8(a, p8, c8, nullptr, Epilogue::store, sp); },
+                      {},
+                      {}});
+  variants.push_back(
+      {"bf16+epi", [&] { vit::nn::gemm_packed_bf16(a, p16, e16, bias.data(), s.ep, sp); }, {}, {}});
+  variants.push_back(
+      {"int8+epi", [&] { vit::nn::gemm_packed_int8(a, p8, e8, bias.data(), s.ep, sp); }, {}, {}});
+  measure(variants, runs);
+
+  const double gflop = 2.0 * double(s.m) * double(s.n) * double(s.k) * 1e-9;
+  char dims[32];
+  std::snprintf(dims, sizeof dims, "%ld x %ld x %ld", static_cast<long>(s.m),
+                static_cast<long>(s.k), static_cast<long>(s.n));
+  std::printf(
+      "| %-4s | %-17s | %-30s | %-30s | %-30s | %8.2fx | %8.2fx | %-30s | %-30s | %9.1e | %9.1e "
+      "|\n",
+      s.name, dims, cell(variants[0], gflop).c_str(), cell(variants[1], gflop).c_str(),
+      cell(variants[2], gflop).c_str(), median(variants[0].wall) / median(variants[1].wall),
+      median(variants[0].wall) / median(variants[2].wall), cell(variants[3], gflop).c_str(),
+      cell(variants[4], gflop).c_str(), relative_diff(c16, c32), relative_diff(c8, c32));
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int runs = 21;
-  bool portable = false;
+  bool portable = false, lowp = false;
   std::string only;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--runs") && i + 1 < argc) {
@@ -100,12 +198,16 @@ int main(int argc, char** argv) {
       portable = true;
     } else if (!std::strcmp(argv[i], "--shape") && i + 1 < argc) {
       only = argv[++i];
+    } else if (!std::strcmp(argv[i], "--lowp")) {
+      lowp = true;
     } else {
-      std::fprintf(stderr, "usage: %s [--runs N] [--portable] [--shape NAME]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--runs N] [--portable] [--shape NAME] [--lowp]\n", argv[0]);
       return 2;
     }
   }
   vit::nn::gemm_packed_force_portable(portable);
+  vit::nn::gemm_packed_bf16_force_portable(portable);
+  vit::nn::gemm_packed_int8_force_portable(portable);
 
   using vit::nn::Epilogue;
   const Shape shapes[] = {
@@ -118,6 +220,30 @@ int main(int argc, char** argv) {
       {"fc2", 1576, 3072, 768, Epilogue::accumulate},
       {"proj", 1576, 768, 768, Epilogue::accumulate},
   };
+
+  if (lowp) {
+    std::printf("kernels: fp32 %s, bf16 %s, int8 %s; %d timed runs; load average %.2f\n",
+                vit::nn::gemm_packed_uses_avx512() ? "AVX-512 14x32" : "portable",
+                vit::nn::gemm_packed_bf16_uses_avx512bf16() ? "AVX512-BF16 14x32" : "portable",
+                vit::nn::gemm_packed_int8_uses_avx512vnni() ? "AVX512-VNNI 14x32" : "portable",
+                runs, load_average());
+    std::printf(
+        "GOP/s (2 M K N per call), 1 thread: median of wall-clock time [min .. max], (median by "
+        "thread CPU time)\n\n");
+    std::printf(
+        "| %-4s | %-17s | %-30s | %-30s | %-30s | %-9s | %-9s | %-30s | %-30s | %-9s | %-9s |\n",
+        "op", "M x K x N", "fp32", "bf16", "int8", "bf16/fp32", "int8/fp32", "bf16+epi (fused)",
+        "int8+epi (fused)", "bf16 diff", "int8 diff");
+    std::printf(
+        "|------|-------------------|--------------------------------|"
+        "--------------------------------|--------------------------------|-----------|-----------|"
+        "--------------------------------|--------------------------------|-----------|-----------|"
+        "\n");
+    for (const Shape& s : shapes)
+      if (only.empty() || only == s.name) run_lowp(s, runs);
+    std::printf("\nload average at the end %.2f\n", load_average());
+    return 0;
+  }
 
   std::printf("gemm_packed kernel: %s; Eigen SIMD: %s; %d timed runs; load average %.2f\n",
               vit::nn::gemm_packed_uses_avx512() ? "AVX-512 14x32" : "portable",
@@ -177,33 +303,17 @@ int main(int argc, char** argv) {
                         {},
                         {}});
 
-    for (Variant& v : variants) v.run();  // warm-up: caches, page faults, scratch growth
-    for (int r = 0; r < runs; ++r)
-      for (std::size_t j = 0; j < variants.size(); ++j) {
-        Variant& v = variants[(j + static_cast<std::size_t>(r)) % variants.size()];
-        const double c0 = thread_seconds(), w0 = wall_seconds();
-        v.run();
-        const double w1 = wall_seconds(), c1 = thread_seconds();
-        v.wall.push_back(w1 - w0);
-        v.cpu.push_back(c1 - c0);
-      }
+    measure(variants, runs);
 
     const double gflop = 2.0 * double(s.m) * double(s.n) * double(s.k) * 1e-9;
-    auto cell = [&](const Variant& v) {
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "%5.1f [%5.1f .. %5.1f] (%5.1f)", gflop / median(v.wall),
-                    gflop / *std::max_element(v.wall.begin(), v.wall.end()),
-                    gflop / *std::min_element(v.wall.begin(), v.wall.end()), gflop / median(v.cpu));
-      return std::string(buf);
-    };
     char dims[32];
     std::snprintf(dims, sizeof dims, "%ld x %ld x %ld", static_cast<long>(s.m),
                   static_cast<long>(s.k), static_cast<long>(s.n));
     std::printf("| %-4s | %-17s | %-30s | %-30s | %4.2fx (%4.2fx) | %-30s | %-30s | %8.1e |\n",
-                s.name, dims, cell(variants[0]).c_str(), cell(variants[1]).c_str(),
+                s.name, dims, cell(variants[0], gflop).c_str(), cell(variants[1], gflop).c_str(),
                 median(variants[1].wall) / median(variants[0].wall),
-                median(variants[1].cpu) / median(variants[0].cpu), cell(variants[2]).c_str(),
-                cell(variants[3]).c_str(), double(diff / scale));
+                median(variants[1].cpu) / median(variants[0].cpu), cell(variants[2], gflop).c_str(),
+                cell(variants[3], gflop).c_str(), double(diff / scale));
     std::fflush(stdout);
   }
   std::printf("\nload average at the end %.2f\n", load_average());

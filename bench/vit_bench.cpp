@@ -201,6 +201,24 @@ void print_flops_table(const std::string& name, const vit::Architecture& a) {
   std::printf("  %-12s %8.3f\n", "total", f.total / 1e9);
 }
 
+// Which kernels the linear layers run.
+std::string kernels(const Model& model) {
+  if (!model.weights_packed()) return "plain weights (Eigen kernels)";
+  switch (model.precision()) {
+    case vit::Precision::bf16:
+      return vit::nn::gemm_packed_bf16_uses_avx512bf16()
+                 ? "bf16 weights (AVX512-BF16 kernel)"
+                 : "bf16 weights (portable kernel: no AVX512-BF16 here)";
+    case vit::Precision::int8:
+      return vit::nn::gemm_packed_int8_uses_avx512vnni()
+                 ? "int8 weights (AVX512-VNNI kernel)"
+                 : "int8 weights (portable kernel: no AVX512-VNNI here)";
+    default:
+      return vit::nn::gemm_packed_uses_avx512() ? "fp32 packed weights (AVX-512 kernel)"
+                                                : "fp32 packed weights (portable kernel)";
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -232,13 +250,6 @@ int main(int argc, char** argv) {
     return kExitArgs;
   }
 
-  if (o.precision != "fp32") {
-    std::fprintf(stderr,
-                 "vit-bench: error: --precision %s is not implemented yet in vit (only fp32 "
-                 "exists); no numbers are reported\n",
-                 o.precision.c_str());
-    return kExitArgs;
-  }
   if (!kLibraryThreads && o.threads != 1) {
     std::fprintf(stderr,
                  "vit-bench: error: --threads %d: this vit has no vit::ForwardOptions::threads, "
@@ -292,10 +303,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vit-bench: error: cannot load '%s': %s\n", o.model.c_str(), e.what());
     return kExitRun;
   }
-  // The weights as the library runs them fastest: packed for the AVX-512
-  // kernels where the CPU has them (load_model does the same by default).
-  const bool pack = vit::nn::gemm_packed_uses_avx512();
-  if (pack && !model->weights_packed()) model->pack_weights(vit::Precision::fp32);
   const double load_ms = seconds_since(load_start) * 1e3;
   const vit::Architecture& arch = model->architecture();
   if (o.flops) {
@@ -315,6 +322,24 @@ int main(int argc, char** argv) {
   vit::ForwardOptions options;
   set_threads(options, o.threads);
   vit::Output<float> out;
+
+  // The weights as the library runs them: packed at the chosen precision
+  // (fp32: only where the AVX-512 kernel runs, as load_model does). Below
+  // fp32, the float32 logits of the same batch are kept to report the error.
+  const vit::Precision precision = vit::parse_precision(o.precision);
+  std::optional<vit::Matrix<float>> fp32_logits;
+  try {
+    if (precision != vit::Precision::fp32) {
+      model->unpack_weights();
+      model->forward(images, out, options);
+      fp32_logits = out.logits;
+    }
+    if (precision != vit::Precision::fp32 || vit::nn::gemm_packed_uses_avx512())
+      model->pack_weights(precision);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vit-bench: error: float32 reference pass failed: %s\n", e.what());
+    return kExitRun;
+  }
   std::vector<double> samples;
   double wall = 0, own_cores = 0;
   std::optional<double> foreign_cores;
@@ -342,6 +367,21 @@ int main(int argc, char** argv) {
     return kExitRun;
   }
 
+  // Error against float32: max |diff|, that over max |fp32 logit|, and how
+  // many images keep their top-1 class.
+  double maxabs = 0, rel = 0, agree = 0;
+  if (fp32_logits && fp32_logits->size()) {
+    maxabs = double((out.logits - *fp32_logits).cwiseAbs().maxCoeff());
+    rel = maxabs / std::max(1e-30, double(fp32_logits->cwiseAbs().maxCoeff()));
+    for (vit::Index i = 0; i < out.logits.rows(); ++i) {
+      vit::Index a = 0, b = 0;
+      out.logits.row(i).maxCoeff(&a);
+      fp32_logits->row(i).maxCoeff(&b);
+      agree += a == b;
+    }
+    agree /= double(out.logits.rows());
+  }
+
   const Flops flops = matmul_flops(arch);
   const double gflop_image = flops.total / 1e9;
   const double med = median(samples);
@@ -353,8 +393,7 @@ int main(int argc, char** argv) {
   const std::string threading =
       (kLibraryThreads ? "vit::ForwardOptions::threads = " + std::to_string(o.threads)
                        : std::string("single-threaded (no ForwardOptions::threads)")) +
-      (model->weights_packed() ? ", weights packed (AVX-512 kernels)"
-                               : ", plain weights (Eigen kernels)");
+      ", " + kernels(*model);
 
   if (o.json) {
     nlohmann::json j;
@@ -386,6 +425,11 @@ int main(int argc, char** argv) {
     nlohmann::json s = nlohmann::json::array();
     for (double v : samples) s.push_back(round_to(v, 3));
     j["samples_ms"] = s;
+    if (fp32_logits && fp32_logits->size()) {
+      j["maxabs_vs_fp32"] = maxabs;
+      j["relerr_vs_fp32"] = rel;
+      j["top1_agreement_vs_fp32"] = agree;
+    }
     j["version"] = info;
     j["settings"] = threading;
     std::printf("%s\n", j.dump().c_str());
@@ -404,6 +448,11 @@ int main(int argc, char** argv) {
     std::printf("%.2f cores\n", *foreign_cores);
   else
     std::printf("unknown (no /proc/stat)\n");
+  if (fp32_logits && fp32_logits->size())
+    std::printf(
+        "  vs float32 logits: max |diff| %.3g, relative to max |logit| %.3g, top-1 "
+        "agreement %.0f%%\n",
+        maxabs, rel, 100 * agree);
   std::printf("  %s; %s\n", info.c_str(), threading.c_str());
   return 0;
 }

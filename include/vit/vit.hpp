@@ -18,6 +18,8 @@
 #include "vit/nn/activation.hpp"
 #include "vit/nn/gemm.hpp"
 #include "vit/nn/gemm_avx512.hpp"
+#include "vit/nn/gemm_bf16.hpp"
+#include "vit/nn/gemm_int8.hpp"
 #include "vit/nn/layer_norm.hpp"
 #include "vit/nn/linear.hpp"
 #include "vit/nn/softmax.hpp"

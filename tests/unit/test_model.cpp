@@ -69,6 +69,36 @@ void rewrite(const std::string& from, const std::string& to,
 
 std::string keep(const std::string& s) { return s; }
 
+// Copies an F32 checkpoint with every value changed (x -> 2x + 0.25), so that
+// loading it changes every weight; `rename` and `extra` as for rewrite().
+void rewrite_changed(const std::string& from, const std::string& to,
+                     const std::function<std::string(const std::string&)>& rename,
+                     const std::function<void(vit::io::SafeTensorsWriter&)>& extra = {}) {
+  const auto src = vit::io::SafeTensors::open(from);
+  vit::io::SafeTensorsWriter w;
+  for (const auto& t : src.tensors()) {
+    const std::string name = rename(t.name);
+    if (name.empty()) continue;
+    std::vector<float> v = src.read<float>(t.name);
+    for (float& x : v) x = 2 * x + 0.25f;
+    w.add(name, t.shape, v);
+  }
+  if (extra) extra(w);
+  w.write(to);
+}
+
+// Every parameter value of a model, in named_parameters() order.
+template <class Model>
+std::vector<std::vector<float>> parameter_values(Model& model) {
+  std::vector<std::vector<float>> values;
+  for (const auto& p : model.named_parameters()) {
+    std::size_t n = 1;
+    for (auto d : p.shape) n *= std::size_t(d);
+    values.emplace_back(p.data, p.data + n);
+  }
+  return values;
+}
+
 // Runs `f`, expects a vit::error whose message contains every string in `parts`.
 template <class Error = vit::error>
 void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
@@ -135,6 +165,8 @@ TEST_CASE("compile-time and run-time configs run the same code and give the same
   vit::VisionTransformer<TinyTwoBlocks> fixed;
   vit::load_weights(fixed, tiny_dir + "/model.safetensors");
   auto dynamic = vit::load_model<float>(tiny_dir + "/model.safetensors", with_config(tiny_dir));
+  // load_model packs the weights where the AVX-512 kernels run: same for both.
+  if (dynamic.model.weights_packed()) fixed.pack_weights();
   const Matrix<float> img = fixture_pixels(tiny_dir);
   CHECK(fixed(img) == dynamic.model(img));
 
@@ -371,6 +403,95 @@ TEST_CASE("wrong checkpoints are refused by name, and the model is left as it wa
   }
   // Whatever failed above, the model is untouched.
   CHECK(model(img) == ref);
+}
+
+TEST_CASE("a file whose fault shows only after every tensor was checked changes no weight") {
+  // Each file below has new values for every tensor, and a fault in the last
+  // parameter (timm order) or beyond: a loader that wrote tensors while still
+  // checking would have changed the model before finding it.
+  TempDir tmp;
+  const std::string src = tiny_dir + "/model.safetensors";
+  auto loaded = vit::load_model<float>(src, with_config(tiny_dir));
+  auto& model = loaded.model;
+  const auto before = parameter_values(model);
+  const Matrix<float> table = model.position_table();
+  const std::string bad = tmp / "bad.safetensors";
+  auto drop_head_bias = [](const std::string& k) { return k == "head.bias" ? std::string() : k; };
+
+  SUBCASE("an unknown tensor") {
+    rewrite_changed(src, bad, keep, [](vit::io::SafeTensorsWriter& w) {
+      const float v[1] = {1};
+      w.add("zzz.extra", {1}, v);
+    });
+    expect_error<vit::checkpoint_error>([&] { vit::load_weights(model, bad); },
+                                        {"bad.safetensors", "unknown", "zzz.extra"});
+  }
+  SUBCASE("the last parameter missing") {
+    rewrite_changed(src, bad, drop_head_bias);
+    expect_error<vit::checkpoint_error>([&] { vit::load_weights(model, bad); },
+                                        {"bad.safetensors", "missing", "head.bias"});
+  }
+  SUBCASE("the last parameter with an integer dtype") {
+    rewrite_changed(src, bad, drop_head_bias, [](vit::io::SafeTensorsWriter& w) {
+      w.add_raw("head.bias", vit::io::DType::I32, {1000}, std::vector<std::uint8_t>(4000, 0));
+    });
+    expect_error<vit::checkpoint_error>([&] { vit::load_weights(model, bad); },
+                                        {"bad.safetensors", "head.bias", "I32"});
+  }
+  SUBCASE("the last parameter with the wrong shape") {
+    rewrite_changed(src, bad, drop_head_bias, [](vit::io::SafeTensorsWriter& w) {
+      const std::vector<float> v(999, 0.f);
+      w.add("head.bias", {999}, v);
+    });
+    expect_error<vit::checkpoint_error>([&] { vit::load_weights(model, bad); },
+                                        {"bad.safetensors", "head.bias", "[999]", "[1000]"});
+  }
+  CHECK(parameter_values(model) == before);
+  CHECK(model.position_table() == table);
+}
+
+TEST_CASE("load_weights into a model that holds weights replaces all of them and the table") {
+  TempDir tmp;
+  const std::string src = tiny_dir + "/model.safetensors";
+  auto model = vit::load_model<float>(src, with_config(tiny_dir)).model;
+  const auto before = parameter_values(model);
+  const Matrix<float> old_table = model.position_table();
+  rewrite_changed(src, tmp / "changed.safetensors", keep);
+  vit::load_weights(model, tmp / "changed.safetensors");
+  auto fresh = vit::load_model<float>(tmp / "changed.safetensors", with_config(tiny_dir)).model;
+  const auto after = parameter_values(model);
+  CHECK(after == parameter_values(fresh));
+  REQUIRE(after.size() == before.size());
+  for (std::size_t i = 0; i < after.size(); ++i) CHECK(after[i] != before[i]);
+  // The table added to the tokens follows the new pos_embed.
+  CHECK(model.position_table() == fresh.position_table());
+  CHECK(model.position_table() != old_table);
+  const Matrix<float> img = fixture_pixels(tiny_dir);
+  CHECK(model(img) == fresh(img));
+}
+
+TEST_CASE("a model with packed weights stays packed through a failed and a good load") {
+  TempDir tmp;
+  const std::string src = tiny_dir + "/model.safetensors";
+  auto model = vit::load_model<float>(src, with_config(tiny_dir)).model;
+  model.pack_weights();
+  const Matrix<float> img = fixture_pixels(tiny_dir);
+  const Matrix<float> ref = model(img);
+  // Reading the parameters unpacks them; a failed load must pack them again.
+  rewrite_changed(src, tmp / "bad.safetensors",
+                  [](const std::string& k) { return k == "head.bias" ? std::string() : k; });
+  expect_error<vit::checkpoint_error>([&] { vit::load_weights(model, tmp / "bad.safetensors"); },
+                                      {"missing", "head.bias"});
+  CHECK(model.weights_packed());
+  CHECK(model(img) == ref);
+
+  rewrite_changed(src, tmp / "changed.safetensors", keep);
+  vit::load_weights(model, tmp / "changed.safetensors");
+  CHECK(model.weights_packed());
+  auto fresh = vit::load_model<float>(tmp / "changed.safetensors", with_config(tiny_dir)).model;
+  fresh.pack_weights();
+  CHECK(model(img) == fresh(img));
+  CHECK(model(img) != ref);
 }
 
 TEST_CASE("Hugging Face DeiT naming (split q/k/v, distillation token, two classifiers)") {

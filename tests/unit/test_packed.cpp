@@ -10,6 +10,8 @@
 #include <cstddef>
 #include <limits>
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "vit/vit.hpp"
@@ -119,15 +121,49 @@ TEST_CASE("pack / unpack round-trips the weight exactly; double layers refuse to
   CHECK(l.weight == w);
   vit::nn::Linear<double> d(4, 4, false);
   CHECK_THROWS_AS(d.pack(), vit::argument_error);
-  CHECK_THROWS_AS(l.pack(vit::Precision::int8), vit::argument_error);
-  CHECK_FALSE(l.packed());  // a refused precision leaves the layer as it was
-  CHECK(l.weight == w);
   // Shapes are checked on both paths.
   Matrix<float> x(3, 18), y(3, 45);
   vit::nn::GemmScratch<float> s;
   CHECK_THROWS_AS(l.forward(x, y, s), vit::argument_error);
   l.pack();
   CHECK_THROWS_AS(l.forward(x, y, s), vit::argument_error);
+}
+
+TEST_CASE("bf16 and int8 layers: rounded weights, forward close to fp32, threads bit-identical") {
+  using vit::Precision;
+  const Index m = 150, n = 300, k = 260;
+  vit::nn::Linear<float> plain(n, k, true);
+  plain.weight = random_matrix<float>(n, k, 5, 0.05);
+  plain.bias = random_matrix<float>(1, n, 6);
+  const Matrix<float> x = random_matrix<float>(m, k, 7);
+  Matrix<float> want(m, n);
+  vit::nn::GemmScratch<float> one;
+  plain.forward(x, want, one, vit::nn::Epilogue::gelu);
+  const float scale = want.cwiseAbs().maxCoeff();
+  // bf16 keeps 8 significant bits (relative rounding 2^-9 per operand); int8
+  // 255 levels per weight row and per activation row.
+  for (auto [p, tol, wtol] :
+       {std::tuple{Precision::bf16, 0.01f, 0.004f}, std::tuple{Precision::int8, 0.02f, 0.005f}}) {
+    const std::string name = vit::precision_name(p);
+    CAPTURE(name);
+    vit::nn::Linear<float> l = plain;
+    l.pack(p);
+    CHECK(l.precision() == p);
+    CHECK(l.weight_bytes() < plain.weight_bytes() / (p == Precision::bf16 ? 1.8 : 3.4));
+    Matrix<float> y(m, n);
+    l.forward(x, y, one, vit::nn::Epilogue::gelu);
+    CHECK((y - want).cwiseAbs().maxCoeff() <= tol * scale);
+    CHECK((y - want).cwiseAbs().maxCoeff() > 0.0f);  // it did run at lower precision
+    vit::ThreadPool pool(2);
+    std::vector<vit::nn::GemmScratch<float>> scratch(2);
+    Matrix<float> y2(m, n);
+    l.forward(x, y2, vit::nn::GemmContext<float>(&pool, scratch.data()), vit::nn::Epilogue::gelu);
+    CHECK(y2 == y);
+    l.unpack();
+    CHECK_FALSE(l.packed());
+    const float wmax = plain.weight.cwiseAbs().maxCoeff();
+    CHECK((l.weight - plain.weight).cwiseAbs().maxCoeff() <= wtol * wmax);
+  }
 }
 
 TEST_CASE("a packed model gives the plain model's outputs; named_parameters unpacks") {

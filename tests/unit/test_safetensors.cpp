@@ -2,20 +2,33 @@
 // timm fixture, and hostile files that must be rejected with a precise error.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <limits>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
+#include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "vit/io/safetensors.hpp"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/stat.h>  // mkfifo
+#include <unistd.h>    // sysconf
+#define VIT_TEST_POSIX 1
+#else
+#define VIT_TEST_POSIX 0
+#endif
 
 #ifndef VIT_TEST_DATA_DIR
 #error "VIT_TEST_DATA_DIR must be defined as the absolute path of tests/data"
@@ -169,6 +182,61 @@ const std::string kFixture =
 
 // A valid one-tensor entry for hand-made headers.
 const std::string kEntry = R"("w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]})";
+
+std::vector<double> random_values(std::size_t n, std::mt19937& rng) {
+  std::normal_distribution<double> dist(0.0, 1.0);
+  std::vector<double> v(n);
+  for (double& x : v) x = dist(rng);
+  return v;
+}
+
+// Tensors of every float dtype, an integer one, a scalar and an empty one, most spanning
+// several pages and starting at unaligned offsets.
+SafeTensorsWriter mixed_writer() {
+  std::mt19937 rng(7);
+  SafeTensorsWriter w;
+  w.set_metadata("format", "pt");
+  w.add("f32", {3, 4099}, random_values(3 * 4099, rng), DType::F32);
+  w.add("f16", {7, 1001}, random_values(7 * 1001, rng), DType::F16);
+  w.add("f64", {5003}, random_values(5003, rng), DType::F64);
+  w.add("bf16", {9001}, random_values(9001, rng), DType::BF16);
+  w.add_raw("ids", DType::I32, {3}, std::vector<std::uint8_t>(12, 7));
+  w.add("scalar", {}, random_values(1, rng), DType::F32);
+  w.add("empty", {0, 5}, std::vector<double>{}, DType::F32);
+  return w;
+}
+
+// Same header, same bytes, and the same values read as float and as double.
+void check_same_contents(const SafeTensors& a, const SafeTensors& b) {
+  CHECK(a.metadata() == b.metadata());
+  CHECK(a.data_offset() == b.data_offset());
+  REQUIRE(a.tensors().size() == b.tensors().size());
+  for (std::size_t i = 0; i < a.tensors().size(); ++i) {
+    const auto& ta = a.tensors()[i];
+    const auto& tb = b.tensors()[i];
+    INFO("tensor " << ta.name);
+    CHECK(ta.name == tb.name);
+    CHECK(ta.dtype == tb.dtype);
+    CHECK(ta.shape == tb.shape);
+    CHECK(ta.begin == tb.begin);
+    CHECK(ta.end == tb.end);
+    CHECK(std::memcmp(a.raw(ta.name), b.raw(tb.name), ta.nbytes()) == 0);
+    if (vit::io::is_floating(ta.dtype)) {
+      CHECK(a.read<float>(ta.name) == b.read<float>(tb.name));
+      CHECK(a.read<double>(ta.name) == b.read<double>(tb.name));
+    }
+  }
+}
+
+#if defined(__linux__)
+// Resident pages of this process (anonymous and file-backed).
+long resident_pages() {
+  std::ifstream f("/proc/self/statm");
+  long size = 0, resident = 0;
+  f >> size >> resident;
+  return resident;
+}
+#endif
 
 }  // namespace
 
@@ -610,6 +678,171 @@ TEST_CASE("safetensors: write over a directory throws io_error and cleans up") {
   CHECK(fs::is_directory(path));
   CHECK(dir.entries() == 1);
 }
+
+// --- memory-mapped files ------------------------------------------------------------------
+
+TEST_CASE("safetensors: a mapped file and the same bytes in memory read identically") {
+  TempDir dir;
+  const std::string path = dir.file("mixed.safetensors");
+  const SafeTensorsWriter w = mixed_writer();
+  w.write(path);
+  const SafeTensors mapped = SafeTensors::open(path);
+  const SafeTensors in_memory = SafeTensors::from_bytes(w.to_bytes(), path);
+  CHECK(mapped.mapped() == bool(VIT_TEST_POSIX));
+  CHECK_FALSE(in_memory.mapped());
+  check_same_contents(mapped, in_memory);
+  CHECK(mapped.read<float>("scalar").size() == 1);
+  CHECK(mapped.read<float>("empty").empty());
+  check_message(message_of<vit::checkpoint_error>([&] { mapped.read<float>("ids"); }), path,
+                {"tensor 'ids'", "dtype I32"});
+}
+
+TEST_CASE("safetensors: check_read throws what read would, and returns the tensor's info") {
+  const SafeTensors st = SafeTensors::from_bytes(mixed_writer().to_bytes(), kSource);
+  CHECK(&st.check_read("f16", 7 * 1001) == &st.info("f16"));
+  CHECK(&st.check_read("empty", 0) == &st.info("empty"));
+  float out[3];
+  for (std::size_t count : {std::size_t(3), std::size_t(7007)})
+    CHECK(message_of<vit::checkpoint_error>([&] { st.check_read("ids", count); }) ==
+          message_of<vit::checkpoint_error>([&] { st.read("ids", out, 3); }));
+  CHECK(message_of<vit::checkpoint_error>([&] { st.check_read("f16", 3); }) ==
+        message_of<vit::checkpoint_error>([&] { st.read("f16", out, 3); }));
+  CHECK(message_of<vit::checkpoint_error>([&] { st.check_read("nope", 3); }) ==
+        kSource + ": no tensor 'nope'");
+}
+
+TEST_CASE("safetensors: release() gives back a mapped tensor's pages, and reads stay correct") {
+  TempDir dir;
+  const std::string path = dir.file("big.safetensors");
+  std::mt19937 rng(11);
+  const std::size_t n = std::size_t(1) << 20;  // 4 MiB of F32 per tensor
+  const std::vector<double> a = random_values(n, rng), b = random_values(n, rng);
+  const std::vector<double> c = random_values(5, rng);
+  SafeTensorsWriter w;
+  w.add("a", {std::int64_t(n)}, a, DType::F32);
+  w.add("b", {std::int64_t(n)}, b, DType::F32);
+  w.add("c", {5}, c, DType::F32);
+  w.write(path);
+  const SafeTensors ref = SafeTensors::from_bytes(w.to_bytes(), path);
+  const std::vector<float> fa = ref.read<float>("a"), fb = ref.read<float>("b");
+
+  const SafeTensors st = SafeTensors::open(path);
+  REQUIRE(st.mapped() == bool(VIT_TEST_POSIX));
+  std::vector<float> out(n);
+  st.read("a", out.data(), n);  // touches every page of "a"
+  CHECK(out == fa);
+#if defined(__linux__)
+  const long page = ::sysconf(_SC_PAGESIZE);
+  const long before = resident_pages();
+  st.release("a");
+  const long after = resident_pages();
+  INFO("resident pages before " << before << ", after " << after);
+  // Nearly all of the tensor's pages leave the process (the two edge pages may stay, and
+  // reading statm may itself cost a few pages, more so under sanitizers).
+  CHECK(before - after >= long(n * sizeof(float)) / page * 9 / 10);
+#endif
+  // Other tensors are untouched, and the released one faults back in from the file.
+  CHECK(st.read<float>("b") == fb);
+  CHECK(st.read<float>("a") == fa);
+  for (const auto& t : st.tensors()) st.release(t.name);
+  check_same_contents(st, ref);
+  st.release("c");
+  st.release("c");  // idempotent
+  CHECK(st.read<float>("c") == ref.read<float>("c"));
+  // A private read-only mapping never writes back.
+  std::ifstream f(path, std::ios::binary);
+  const std::vector<std::uint8_t> disk((std::istreambuf_iterator<char>(f)),
+                                       std::istreambuf_iterator<char>());
+  CHECK(disk == w.to_bytes());
+
+  check_message(message_of<vit::checkpoint_error>([&] { st.release("d"); }), path,
+                {"no tensor 'd'"});
+  // In memory, release() must leave the bytes alone.
+  ref.release("a");
+  CHECK(ref.read<float>("a") == fa);
+}
+
+TEST_CASE("safetensors: moved and copied SafeTensors keep the mapping alive") {
+  static_assert(std::is_move_constructible_v<SafeTensors> &&
+                std::is_move_assignable_v<SafeTensors>);
+  TempDir dir;
+  const std::string path = dir.file("m.safetensors");
+  const SafeTensorsWriter w = mixed_writer();
+  w.write(path);
+  const SafeTensors ref = SafeTensors::from_bytes(w.to_bytes(), path);
+  std::optional<SafeTensors> first(SafeTensors::open(path));
+  const std::uint8_t* raw = first->raw("f32");
+  SafeTensors moved = std::move(*first);
+  first.reset();
+  CHECK(moved.raw("f32") == raw);  // the same mapping, not a copy
+  check_same_contents(moved, ref);
+  std::optional<SafeTensors> copy(moved);
+  moved = SafeTensors::open(path);  // drops the first mapping's last-but-one owner
+  check_same_contents(*copy, ref);
+  copy.reset();
+  check_same_contents(moved, ref);
+}
+
+TEST_CASE("safetensors: replacing an open file by rename keeps the opened contents") {
+  TempDir dir;
+  const std::string path = dir.file("m.safetensors");
+  const std::vector<float> v1 = {1, 2, 3, 4}, v2 = {5, 6, 7, 8, 9};
+  SafeTensorsWriter w1, w2;
+  w1.add("x", {4}, v1);
+  w2.add("x", {5}, v2);
+  w1.write(path);
+  const SafeTensors st = SafeTensors::open(path);
+  w2.write(path);  // a new file renamed over the old one
+  CHECK(st.read<float>("x") == v1);
+  CHECK(SafeTensors::open(path).read<float>("x") == v2);
+}
+
+TEST_CASE("safetensors: concurrent reads and releases of a mapped file agree") {
+  TempDir dir;
+  const std::string path = dir.file("mixed.safetensors");
+  const SafeTensorsWriter w = mixed_writer();
+  w.write(path);
+  const SafeTensors ref = SafeTensors::from_bytes(w.to_bytes(), path);
+  const SafeTensors st = SafeTensors::open(path);
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int round = 0; round < 20; ++round)
+        for (const auto& info : st.tensors()) {
+          if (!vit::io::is_floating(info.dtype)) continue;
+          if (st.read<float>(info.name) != ref.read<float>(info.name)) ++mismatches;
+          st.release(info.name);
+        }
+    });
+  for (auto& th : threads) th.join();
+  CHECK(mismatches == 0);
+}
+
+#if VIT_TEST_POSIX
+TEST_CASE("safetensors: a pipe is read rather than mapped, with the same result") {
+  TempDir dir;
+  const std::string path = dir.file("pipe.safetensors");
+  REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+  const std::vector<std::uint8_t> bytes = mixed_writer().to_bytes();
+  // Opening a FIFO blocks until the other end is open too.
+  std::thread writer([&] {
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  });
+  std::optional<SafeTensors> st;
+  std::string error;
+  try {
+    st.emplace(SafeTensors::open(path));
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  writer.join();
+  REQUIRE(error.empty());
+  CHECK_FALSE(st->mapped());
+  check_same_contents(*st, SafeTensors::from_bytes(bytes, path));
+}
+#endif
 
 // --- the real fixture ---------------------------------------------------------------------
 

@@ -6,8 +6,11 @@
 //
 // The naming scheme is detected from the tensor names; the architecture is
 // read from the tensors' shapes plus whatever the sidecar config files say.
-// Loading is all-or-nothing: tensors are checked by name and shape and read
-// into a fresh model, which replaces the caller's only when everything fit.
+// Loading is all-or-nothing: every tensor is checked by name, shape and dtype
+// before the first one is copied, so a file that does not fit leaves the model
+// as it was. Tensors are copied straight into the model, and a memory-mapped
+// file's pages are released as they are copied: peak memory stays close to
+// the model's own size.
 #pragma once
 
 #include <algorithm>
@@ -18,6 +21,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -238,6 +242,10 @@ struct LoadOptions {
   std::string preprocessor_config_path;  ///< default: preprocessor_config.json beside the weights
   int image_size = 0;  ///< run at this size (resamples the position table); 0: as configured
   int num_heads = 0;   ///< override; needed for torchvision files of unusual width
+  /// Arithmetic of the linear layers (float models): fp32 weights are packed
+  /// for the AVX-512 kernel where the CPU has it; bf16 / int8 are always
+  /// packed (see VisionTransformer::pack_weights).
+  Precision precision = Precision::fp32;
 };
 
 /// Reads the architecture of a checkpoint from its tensors and `hub`.
@@ -347,19 +355,26 @@ inline Architecture infer_architecture(const SafeTensors& f, const HubConfig& hu
   return a;
 }
 
-/// Reads every parameter of `model` from `file` (any supported naming),
-/// converting F16/BF16/F64 to the model's scalar type. All tensors are
-/// checked first; the model is only changed when all of them fit, and
-/// tensors the model does not have are an error.
+namespace detail {
+
+// load_weights() for the model's plain (unpacked) parameters: checks every
+// tensor, then copies them all. Nothing is written unless everything fits.
 template <class Config>
-void load_weights(VisionTransformer<Config>& model, const SafeTensors& file) {
+void load_plain_weights(VisionTransformer<Config>& model, const SafeTensors& file) {
   using Scalar = typename Config::Scalar;
   const detail::KeyMap km(file);
   const std::string& src = file.source();
-  VisionTransformer<Config> fresh(model.architecture());
+  // The model's own parameters give the names, shapes and destinations; no
+  // second model is needed because nothing is written until all are checked.
+  struct Copy {
+    const std::string* key;  // into file.tensors(), which outlives the plan
+    Scalar* to;
+    std::size_t count;
+  };
+  std::vector<Copy> plan;
   std::set<std::string> used;
   std::vector<std::string> missing;
-  for (ParameterRef<Scalar>& p : fresh.named_parameters()) {
+  for (const ParameterRef<Scalar>& p : model.named_parameters()) {
     const std::vector<std::string> keys = km.keys(p.name);
     if (keys.empty()) {
       missing.push_back(p.name);
@@ -381,7 +396,8 @@ void load_weights(VisionTransformer<Config>& model, const SafeTensors& file) {
                              (keys[0] != p.name ? " (for " + p.name + ")" : std::string()));
     const std::size_t part = std::size_t(expected / keys.size());
     for (std::size_t i = 0; i < keys.size(); ++i) {
-      file.read<Scalar>(keys[i], p.data + i * part, part);
+      const TensorInfo& t = file.check_read(keys[i], part);  // dtype, as read() would
+      plan.push_back({&t.name, p.data + i * part, part});
       used.insert(keys[i]);
     }
   }
@@ -394,8 +410,45 @@ void load_weights(VisionTransformer<Config>& model, const SafeTensors& file) {
   if (!unknown.empty())
     throw checkpoint_error(
         src + ": unknown tensor(s) not used by this architecture: " + detail::join(unknown));
-  fresh.update_position_table();
-  model = std::move(fresh);
+
+  // Everything fits: from here on read() cannot fail, so the model is never
+  // left half-loaded.
+  for (const Copy& c : plan) {
+    file.read(*c.key, c.to, c.count);
+    file.release(*c.key);
+  }
+  model.update_position_table();
+}
+
+}  // namespace detail
+
+/// Reads every parameter of `model` from `file` (any supported naming),
+/// converting F16/BF16/F64 to the model's scalar type. All tensors are
+/// checked first; the model is only changed when all of them fit, and
+/// tensors the model does not have are an error. Tensors are copied straight
+/// into the model, and the file's pages of each are released
+/// (SafeTensors::release) once copied. A model with packed weights is packed
+/// again at its precision afterwards, also when loading fails. (Running out
+/// of memory after the copy, while recomputing the position table or
+/// repacking, is the one failure that leaves the new weights in place.)
+template <class Config>
+void load_weights(VisionTransformer<Config>& model, const SafeTensors& file) {
+  // named_parameters() unpacks packed weights to hand out plain tensors.
+  const bool packed = model.weights_packed();
+  const Precision precision = model.precision();
+  try {
+    detail::load_plain_weights(model, file);
+  } catch (...) {
+    if (packed) {
+      try {
+        model.pack_weights(precision);
+      } catch (...) {
+        // Still the same weights, only unpacked; the load error is the one to report.
+      }
+    }
+    throw;
+  }
+  if (packed) model.pack_weights(precision);
 }
 
 /// load_weights from a file path.
@@ -480,6 +533,13 @@ LoadedModel<Scalar> load_model(const std::string& path, const LoadOptions& optio
 
   LoadedModel<Scalar> loaded{VisionTransformer<DynamicConfig<Scalar>>(arch), std::move(info)};
   load_weights(loaded.model, file);
+  if constexpr (std::is_same_v<Scalar, float>) {
+    if (options.precision != Precision::fp32 || nn::gemm_packed_uses_avx512())
+      loaded.model.pack_weights(options.precision);
+  } else if (options.precision != Precision::fp32) {
+    throw argument_error(std::string("load_model: precision ") + precision_name(options.precision) +
+                         " needs a float model");
+  }
   return loaded;
 }
 
@@ -490,9 +550,13 @@ void save_weights(const VisionTransformer<Config>& model, const std::string& pat
                   DType dtype = DType::F32) {
   SafeTensorsWriter w;
   w.set_metadata("format", "pt");
-  // named_parameters() hands out writable pointers; here they are only read.
+  // named_parameters() hands out writable pointers (and unpacks packed
+  // weights): a packed model is saved from an unpacked copy, so the caller's
+  // model is never changed.
   auto& m = const_cast<VisionTransformer<Config>&>(model);
-  for (const auto& p : m.named_parameters()) w.add(p.name, p.shape, p.data, dtype);
+  std::optional<VisionTransformer<Config>> copy;
+  if (model.weights_packed()) copy.emplace(model);
+  for (const auto& p : (copy ? *copy : m).named_parameters()) w.add(p.name, p.shape, p.data, dtype);
   w.write(path);
 }
 

@@ -9,6 +9,13 @@
 // vit::checkpoint_error whose message starts with the file name, so a corrupt or hostile
 // checkpoint can never cause an out-of-bounds read. Values are stored little-endian; this
 // header only supports little-endian hosts.
+//
+// On POSIX systems SafeTensors::open memory-maps a regular file read-only instead of copying
+// it, and release() hands a tensor's pages back once it has been copied out, so a loader does
+// not hold a second copy of the weights.
+// The file must then not be truncated or rewritten in place while it is open: a page past the
+// new end raises SIGBUS when touched, and no check can catch that. Replacing the file by
+// rename (as SafeTensorsWriter::write does) is safe; the mapping keeps the old contents.
 #pragma once
 
 #include <algorithm>
@@ -35,7 +42,13 @@
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>  // fsync, fileno
+#include <fcntl.h>     // open
+#include <sys/mman.h>  // mmap, madvise
+#include <sys/stat.h>  // fstat
+#include <unistd.h>    // fsync, fileno, close, sysconf
+#define VIT_SAFETENSORS_MMAP 1
+#else
+#define VIT_SAFETENSORS_MMAP 0
 #endif
 
 #include "vit/error.hpp"
@@ -274,32 +287,120 @@ struct FileCloser {
 };
 using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
 
+/// Reads `f` to its end. `size_hint` (what the file system reports, 0 if unknown) lets a big
+/// file be read with one allocation. io_error naming `path` on a read error.
+inline std::vector<std::uint8_t> read_stream(std::FILE* f, const std::string& path,
+                                             std::uint64_t size_hint) {
+  // Read the reported size in one go, then anything beyond it, since the size may be unknown
+  // (pipes) or change meanwhile.
+  std::vector<std::uint8_t> bytes;
+  std::size_t expected = 0;
+  if (size_hint < std::numeric_limits<std::size_t>::max() / 2)
+    expected = static_cast<std::size_t>(size_hint);
+  if (expected) {
+    bytes.resize(expected);
+    bytes.resize(std::fread(bytes.data(), 1, expected, f));
+  }
+  if (bytes.size() == expected) {
+    std::uint8_t buf[8192];
+    std::size_t got;
+    while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.insert(bytes.end(), buf, buf + got);
+  }
+  if (std::ferror(f)) throw io_error(path + ": read error: " + errno_message(errno));
+  return bytes;
+}
+
 /// Whole-file read; io_error (naming the path) if it cannot be opened or read.
 inline std::vector<std::uint8_t> read_file(const std::string& path) {
   errno = 0;
   FilePtr f(std::fopen(path.c_str(), "rb"));
   if (!f) throw io_error(path + ": cannot open for reading: " + errno_message(errno));
-  // Read the size the file system reports in one go (one allocation for big checkpoints),
-  // then anything beyond it, since the size may be unknown (pipes) or change meanwhile.
-  std::vector<std::uint8_t> bytes;
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
-  std::size_t expected = 0;
-  if (!ec && size < std::numeric_limits<std::size_t>::max() / 2)
-    expected = static_cast<std::size_t>(size);
-  if (expected) {
-    bytes.resize(expected);
-    bytes.resize(std::fread(bytes.data(), 1, expected, f.get()));
-  }
-  if (bytes.size() == expected) {
-    std::uint8_t buf[8192];
-    std::size_t got;
-    while ((got = std::fread(buf, 1, sizeof buf, f.get())) > 0)
-      bytes.insert(bytes.end(), buf, buf + got);
-  }
-  if (std::ferror(f.get())) throw io_error(path + ": read error: " + errno_message(errno));
-  return bytes;
+  return read_stream(f.get(), path, ec ? 0 : static_cast<std::uint64_t>(size));
 }
+
+/// The bytes of a safetensors file: a read-only private mapping of it where the platform and
+/// the file allow, else a heap copy. Immutable once made, so copies of a SafeTensors share it.
+class FileBytes {
+ public:
+  explicit FileBytes(std::vector<std::uint8_t> bytes)
+      : heap_(std::move(bytes)), data_(heap_.data()), size_(heap_.size()) {}
+  FileBytes(const FileBytes&) = delete;
+  FileBytes& operator=(const FileBytes&) = delete;
+  ~FileBytes() {
+#if VIT_SAFETENSORS_MMAP
+    if (mapped_) ::munmap(const_cast<std::uint8_t*>(data_), size_);
+#endif
+  }
+
+  /// Maps the regular file at `path`, or reads it (pipes, other devices, no mmap, mmap
+  /// failure). io_error naming `path` if it cannot be opened or read.
+  static std::shared_ptr<const FileBytes> open(const std::string& path) {
+#if VIT_SAFETENSORS_MMAP
+    errno = 0;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw io_error(path + ": cannot open for reading: " + errno_message(errno));
+    struct stat st {};
+    std::uint64_t size = 0;
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+      size = static_cast<std::uint64_t>(st.st_size);
+      // The size seen here is the size validated against, whatever happens to the file later.
+      if (size <= std::numeric_limits<std::size_t>::max()) {
+        void* p = ::mmap(nullptr, static_cast<std::size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p != MAP_FAILED) {
+          ::close(fd);  // the mapping keeps the file open
+          return std::shared_ptr<const FileBytes>(
+              new FileBytes(static_cast<const std::uint8_t*>(p), static_cast<std::size_t>(size)));
+        }
+      }
+    }
+    // Read through the descriptor already open, so both paths see the same file.
+    std::FILE* f = ::fdopen(fd, "rb");
+    if (!f) {
+      const int err = errno;
+      ::close(fd);
+      throw io_error(path + ": cannot open for reading: " + errno_message(err));
+    }
+    FilePtr owned(f);
+    return std::make_shared<const FileBytes>(read_stream(f, path, size));
+#else
+    return std::make_shared<const FileBytes>(read_file(path));
+#endif
+  }
+
+  const std::uint8_t* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  bool mapped() const { return mapped_; }
+
+  /// Drops the whole pages inside bytes [begin, end) from this process's memory. Only for a
+  /// mapping: its pages are clean copies of the file (the page cache keeps them), so a later
+  /// access faults them back in unchanged. Heap bytes are left alone.
+  void release(std::size_t begin, std::size_t end) const {
+#if VIT_SAFETENSORS_MMAP && defined(MADV_DONTNEED)
+    if (!mapped_ || end > size_ || begin >= end) return;
+    const long page_size = ::sysconf(_SC_PAGESIZE);
+    if (page_size <= 0) return;
+    const std::size_t page = static_cast<std::size_t>(page_size);
+    // The mapping starts on a page boundary; pages shared with neighbours are kept.
+    const std::size_t lo = (begin + page - 1) / page * page;
+    const std::size_t hi = end / page * page;
+    if (lo < hi)
+      (void)::madvise(const_cast<std::uint8_t*>(data_) + lo, hi - lo, MADV_DONTNEED);  // advisory
+#else
+    (void)begin;
+    (void)end;
+#endif
+  }
+
+ private:
+  FileBytes(const std::uint8_t* map, std::size_t size) : data_(map), size_(size), mapped_(true) {}
+
+  std::vector<std::uint8_t> heap_;
+  const std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+  bool mapped_ = false;
+};
 
 /// JSON parse callback state that rejects objects with a repeated key. nlohmann keeps the
 /// last value of a duplicate silently; the format forbids duplicates because readers that
@@ -328,23 +429,22 @@ class DuplicateKeyCheck {
 
 }  // namespace detail
 
-/// A parsed, validated safetensors file held in memory. Const member functions are safe to
-/// call from several threads.
+/// A parsed, validated safetensors file, memory-mapped or held in memory. Const member
+/// functions are safe to call from several threads. Copies share the (immutable) bytes.
 class SafeTensors {
  public:
-  /// Reads the whole file at `path` and validates it. Throws io_error if it cannot be read,
-  /// checkpoint_error (message starting with `path`) if it is malformed.
+  /// Opens and validates the file at `path`: memory-mapped read-only when it is a regular file
+  /// on a POSIX system (see the note at the top of this header), else read whole. Throws
+  /// io_error if it cannot be read, checkpoint_error (message starting with `path`) if it is
+  /// malformed.
   static SafeTensors open(const std::string& path) {
-    return from_bytes(detail::read_file(path), path);
+    return from_storage(detail::FileBytes::open(path), path);
   }
 
   /// Validates an in-memory file; `source_name` prefixes every error message.
   static SafeTensors from_bytes(std::vector<std::uint8_t> bytes, std::string source_name) {
-    SafeTensors st;
-    st.source_ = std::move(source_name);
-    st.bytes_ = std::move(bytes);
-    st.parse();
-    return st;
+    return from_storage(std::make_shared<const detail::FileBytes>(std::move(bytes)),
+                        std::move(source_name));
   }
 
   /// The path or source name given when loading.
@@ -356,6 +456,9 @@ class SafeTensors {
   /// Byte offset of the data section from the start of the file (8 + header length).
   std::uint64_t data_offset() const { return data_start_; }
 
+  /// True when the bytes are a memory mapping of the file (then release() frees memory).
+  bool mapped() const { return bytes_ && bytes_->mapped(); }
+
   bool contains(const std::string& name) const { return index_.count(name) != 0; }
 
   /// Throws checkpoint_error "<file>: no tensor 'name'" if absent.
@@ -365,13 +468,10 @@ class SafeTensors {
     return tensors_[it->second];
   }
 
-  /// Copies tensor `name` into out[0, count), converting F16/BF16/F32/F64 to S (float or
-  /// double; F64 values beyond float's range become +-inf). Throws checkpoint_error if the
-  /// tensor is absent, `count` differs from its element count, or its dtype is not a float.
-  template <class S>
-  void read(const std::string& name, S* out, std::size_t count) const {
-    static_assert(std::is_same_v<S, float> || std::is_same_v<S, double>,
-                  "SafeTensors::read converts to float or double only");
+  /// Throws exactly what read(name, out, count) would for a tensor that cannot be read that
+  /// way (absent, not a float dtype, or not `count` elements), without reading anything.
+  /// Returns info(name).
+  const TensorInfo& check_read(const std::string& name, std::size_t count) const {
     const TensorInfo& t = info(name);
     if (!is_floating(t.dtype))
       throw checkpoint_error(source_ + ": tensor " + detail::quoted(name) + " has dtype " +
@@ -383,7 +483,18 @@ class SafeTensors {
                              std::to_string(n) + " elements (shape " +
                              detail::shape_string(t.shape) + "), but " + std::to_string(count) +
                              " were requested");
-    const std::uint8_t* p = bytes_.data() + data_start_ + t.begin;
+    return t;
+  }
+
+  /// Copies tensor `name` into out[0, count), converting F16/BF16/F32/F64 to S (float or
+  /// double; F64 values beyond float's range become +-inf). Throws checkpoint_error if the
+  /// tensor is absent, `count` differs from its element count, or its dtype is not a float.
+  template <class S>
+  void read(const std::string& name, S* out, std::size_t count) const {
+    static_assert(std::is_same_v<S, float> || std::is_same_v<S, double>,
+                  "SafeTensors::read converts to float or double only");
+    const TensorInfo& t = check_read(name, count);
+    const std::uint8_t* p = bytes_->data() + data_start_ + t.begin;
     switch (t.dtype) {
       case DType::F32:
         if constexpr (std::is_same_v<S, float>) {
@@ -431,13 +542,35 @@ class SafeTensors {
   }
 
   /// The tensor's raw little-endian bytes (info(name).nbytes() of them, possibly unaligned),
-  /// valid while this object lives.
+  /// valid while this object (or a copy, or the object it was moved to) lives.
   const std::uint8_t* raw(const std::string& name) const {
-    return bytes_.data() + data_start_ + info(name).begin;
+    const std::uint64_t begin = info(name).begin;
+    return bytes_->data() + data_start_ + begin;
+  }
+
+  /// Hands the memory of tensor `name` back to the system once it has been copied out, so
+  /// that a loader's resident memory does not grow by the file's size. Only affects a mapped
+  /// file, whose pages are clean copies of the file: the whole pages inside the tensor leave
+  /// this process (the OS page cache keeps them), and a later read()/raw() access faults them
+  /// back in unchanged. No-op for in-memory bytes. Throws checkpoint_error if `name` is absent.
+  void release(const std::string& name) const {
+    const TensorInfo& t = info(name);
+    // begin/end lie inside the validated file size, which fits in size_t.
+    bytes_->release(static_cast<std::size_t>(data_start_ + t.begin),
+                    static_cast<std::size_t>(data_start_ + t.end));
   }
 
  private:
   SafeTensors() = default;
+
+  static SafeTensors from_storage(std::shared_ptr<const detail::FileBytes> bytes,
+                                  std::string source_name) {
+    SafeTensors st;
+    st.source_ = std::move(source_name);
+    st.bytes_ = std::move(bytes);
+    st.parse();
+    return st;
+  }
 
   [[noreturn]] void fail(const std::string& what) const {
     throw checkpoint_error(source_ + ": " + what);
@@ -447,12 +580,13 @@ class SafeTensors {
   }
 
   void parse() {
-    const std::uint64_t size = bytes_.size();
+    const std::uint8_t* bytes = bytes_->data();
+    const std::uint64_t size = bytes_->size();
     if (size == 0) fail("empty file (expected an 8-byte header length)");
     if (size < 8)
       fail("file is " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
     std::uint64_t n = 0;
-    for (int i = 7; i >= 0; --i) n = (n << 8) | bytes_[static_cast<std::size_t>(i)];
+    for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
     if (n == 0) fail("header length is 0");
     if (n > detail::kMaxHeaderBytes)
       fail("header length " + std::to_string(n) + " exceeds the limit of " +
@@ -463,7 +597,7 @@ class SafeTensors {
     data_start_ = 8 + n;
     const std::uint64_t data_size = size - data_start_;
 
-    const auto* hbegin = bytes_.data() + 8;
+    const auto* hbegin = bytes + 8;
     const auto* hend = hbegin + n;
     nlohmann::json header;
     try {
@@ -601,7 +735,7 @@ class SafeTensors {
   }
 
   std::string source_;
-  std::vector<std::uint8_t> bytes_;
+  std::shared_ptr<const detail::FileBytes> bytes_;
   std::uint64_t data_start_ = 0;
   std::map<std::string, std::string> metadata_;
   std::vector<TensorInfo> tensors_;
@@ -855,3 +989,5 @@ class SafeTensorsWriter {
 };
 
 }  // namespace vit::io
+
+#undef VIT_SAFETENSORS_MMAP

@@ -1,9 +1,10 @@
 // vit/nn/linear.hpp - fully connected layer, y = x W^T + b.
 //
-// A float layer can hold its weight packed for gemm_packed (pack()): the
-// plain matrix is then released, so the weight lives in memory once, and the
-// forward pass runs the packed kernel with bias, residual add or GELU fused
-// into it. Unpacked layers (and every double layer) go through nn::gemm.
+// A float layer can hold its weight packed (pack()) for gemm_packed (fp32),
+// gemm_packed_bf16 or gemm_packed_int8: the plain matrix is then released,
+// so the weight lives in memory once, and the forward pass runs the packed
+// kernel with bias, residual add or GELU fused into it. Unpacked layers (and
+// every double layer) go through nn::gemm.
 #pragma once
 
 #include <algorithm>
@@ -14,6 +15,8 @@
 #include "vit/nn/activation.hpp"
 #include "vit/nn/gemm.hpp"
 #include "vit/nn/gemm_avx512.hpp"
+#include "vit/nn/gemm_bf16.hpp"
+#include "vit/nn/gemm_int8.hpp"
 #include "vit/precision.hpp"
 #include "vit/tensor.hpp"
 
@@ -32,8 +35,8 @@ struct Linear {
       : weight(Matrix<Scalar>::Zero(out, in)),
         bias(has_bias ? RowVector<Scalar>::Zero(out) : RowVector<Scalar>()) {}
 
-  Index in_features() const { return packed_ ? packed_f32_.cols() : weight.cols(); }
-  Index out_features() const { return packed_ ? packed_f32_.rows() : weight.rows(); }
+  Index in_features() const { return packed_ ? packed_cols_ : weight.cols(); }
+  Index out_features() const { return packed_ ? packed_rows_ : weight.rows(); }
   bool has_bias() const { return bias.size() != 0; }
 
   /// True while the weight is held packed (see pack()).
@@ -43,30 +46,67 @@ struct Linear {
 
   /// Moves the weight into the packed layout of `p` and releases the plain
   /// matrix. Float layers only (a double layer throws argument_error).
+  /// bf16 rounds the weight to bfloat16, int8 to 255 levels per output
+  /// channel: pack(fp32) after unpack() keeps that rounding.
   void pack(Precision p = Precision::fp32) {
     if constexpr (!std::is_same_v<Scalar, float>) {
       throw argument_error(std::string("Linear::pack: packed weights are float only (asked for ") +
                            precision_name(p) + ")");
     } else {
       if (packed_) unpack();
-      if (p != Precision::fp32)
-        throw argument_error(std::string("Linear::pack: precision ") + precision_name(p) +
-                             " is not available");
-      packed_f32_.pack(weight);
+      switch (p) {
+        case Precision::fp32:
+          f32_.pack(weight);
+          break;
+        case Precision::bf16:
+          bf16_.pack(weight);
+          break;
+        case Precision::int8:
+          int8_.pack(weight);
+          break;
+      }
+      packed_rows_ = weight.rows();
+      packed_cols_ = weight.cols();
       weight = Matrix<Scalar>();  // frees the plain copy
       precision_ = p;
       packed_ = true;
     }
   }
 
-  /// Restores the plain weight (values as packed; lossy for bf16 / int8).
+  /// Restores the plain weight (the values packed: bf16 / int8 keep their
+  /// rounding).
   void unpack() {
     if (!packed_) return;
     if constexpr (std::is_same_v<Scalar, float>) {
-      weight = packed_f32_.unpack();
-      packed_f32_ = PackedWeight();
+      switch (precision_) {
+        case Precision::fp32:
+          weight = f32_.unpack();
+          f32_ = PackedWeight();
+          break;
+        case Precision::bf16:
+          weight = bf16_.unpack();
+          bf16_ = PackedWeightBf16();
+          break;
+        case Precision::int8:
+          weight = int8_.unpack();
+          int8_ = PackedWeightInt8();
+          break;
+      }
     }
     packed_ = false;
+  }
+
+  /// Bytes of weight storage (plain or packed, without the bias).
+  std::size_t weight_bytes() const {
+    if (!packed_) return std::size_t(weight.size()) * sizeof(Scalar);
+    switch (precision_) {
+      case Precision::bf16:
+        return bf16_.bytes();
+      case Precision::int8:
+        return int8_.bytes();
+      default:
+        return f32_.bytes();
+    }
   }
 
   /// y = epilogue(x W^T + b): Epilogue::store writes y, accumulate adds onto
@@ -117,12 +157,27 @@ struct Linear {
                       const GemmContext<Scalar>& ctx, Epilogue ep) const {
     const Index m = x.rows(), n = out_features(), k = in_features();
     const float* b = has_bias() ? bias.data() : nullptr;
+    // rows [i0, i0 + rows) x columns [j0, j1) with the thread's scratch.
+    auto block = [&](Index i0, Index rows, Index j0, Index j1, int thread) {
+      const MatrixCRef<float> a = x.middleRows(i0, rows);
+      MatrixRef<float> c = y.middleRows(i0, rows);
+      GemmScratch<float>& s = ctx.scratch(thread);
+      switch (precision_) {
+        case Precision::fp32:
+          gemm_packed(a, f32_, c, b, ep, s.reserve(gemm_packed_scratch_size(rows, k)), j0, j1);
+          break;
+        case Precision::bf16:
+          gemm_packed_bf16(a, bf16_, c, b, ep, s.reserve(gemm_packed_bf16_scratch_size(rows, k)),
+                           j0, j1);
+          break;
+        case Precision::int8:
+          gemm_packed_int8(a, int8_, c, b, ep, s.reserve(gemm_packed_int8_scratch_size(rows, k)),
+                           j0, j1);
+          break;
+      }
+    };
     constexpr Index small = Index(1) << 22;  // multiply-adds: not worth a split
-    if (ctx.threads() == 1 || m * n * std::max<Index>(k, 1) <= small) {
-      float* scratch = ctx.scratch(0).reserve(gemm_packed_scratch_size(m, k));
-      gemm_packed(x, packed_f32_, y, b, ep, scratch);
-      return;
-    }
+    if (ctx.threads() == 1 || m * n * std::max<Index>(k, 1) <= small) return block(0, m, 0, n, 0);
     auto ceil_div = [](Index p, Index q) { return (p + q - 1) / q; };
     const Index tile_m = std::min(m, ceil_div(ceil_div(m, ceil_div(m, 112)), 14) * 14);
     const Index tile_n = 256;
@@ -131,14 +186,15 @@ struct Linear {
     // weight panels at about the same time.
     ctx.run(tiles_m * tiles_n, [&](Index task, int thread) {
       const Index i0 = (task % tiles_m) * tile_m, j0 = (task / tiles_m) * tile_n;
-      const Index rows = std::min(tile_m, m - i0);
-      float* scratch = ctx.scratch(thread).reserve(gemm_packed_scratch_size(rows, k));
-      gemm_packed(x.middleRows(i0, rows), packed_f32_, y.middleRows(i0, rows), b, ep, scratch, j0,
-                  std::min(n, j0 + tile_n));
+      block(i0, std::min(tile_m, m - i0), j0, std::min(n, j0 + tile_n), thread);
     });
   }
 
-  PackedWeight packed_f32_;
+  // The packed weight: the member of precision_ (the others stay empty).
+  PackedWeight f32_;
+  PackedWeightBf16 bf16_;
+  PackedWeightInt8 int8_;
+  Index packed_rows_ = 0, packed_cols_ = 0;
   Precision precision_ = Precision::fp32;
   bool packed_ = false;
 };
