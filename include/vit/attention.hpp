@@ -45,6 +45,35 @@ struct MultiHeadSelfAttention {
     std::vector<nn::PackedWeight> keys, values;
   };
 
+  /// Scalars of GemmScratch each thread needs for forward_add() of `rows`
+  /// rows of `tokens` tokens per image on `threads` threads.
+  std::size_t scratch_size(Index rows, Index tokens, int threads) const {
+    const Index t = tokens, hd = head_dim();
+    std::size_t head;  // one head's q k^T and p v, on the thread that runs it
+    if (std::is_same_v<Scalar, float> && nn::gemm_packed_uses_avx512())
+      head = std::max(nn::gemm_packed_scratch_size(t, hd), nn::gemm_packed_scratch_size(t, t));
+    else
+      head = std::max(nn::gemm_scratch_size<Scalar>(t, t, hd),
+                      nn::gemm_scratch_size<Scalar>(t, hd, t));
+    return std::max({head, qkv.scratch_size(rows, threads), proj.scratch_size(rows, threads)});
+  }
+
+  /// Sizes buf's per-thread parts (scores, packed keys and values) for
+  /// `tokens` tokens per image on `threads` threads, so that forward_add()
+  /// allocates nothing on any thread.
+  void reserve(Buffers& buf, Index tokens, int threads) const {
+    const auto per_thread = std::size_t(threads);
+    buf.scores.resize(std::max(buf.scores.size(), per_thread));
+    for (Matrix<Scalar>& s : buf.scores)
+      if (s.rows() < tokens || s.cols() < tokens) s.resize(tokens, tokens);
+    if (std::is_same_v<Scalar, float> && nn::gemm_packed_uses_avx512()) {
+      buf.keys.resize(std::max(buf.keys.size(), per_thread));
+      buf.values.resize(std::max(buf.values.size(), per_thread));
+      for (nn::PackedWeight& k : buf.keys) k.reserve(tokens, head_dim());
+      for (nn::PackedWeight& v : buf.values) v.reserve(head_dim(), tokens);
+    }
+  }
+
   /// residual += proj(attention(x)).
   /// x, residual: [N*T, D] with `tokens` = T rows per image.
   /// probs: null, or [N*heads*T, T] to receive the attention probabilities,

@@ -29,6 +29,12 @@ struct EncoderBlock {
     typename MultiHeadSelfAttention<Scalar>::Buffers attn;
   };
 
+  /// Scalars of GemmScratch each thread needs for `rows` rows of `tokens`
+  /// tokens per image.
+  std::size_t scratch_size(Index rows, Index tokens, int threads) const {
+    return std::max(attn.scratch_size(rows, tokens, threads), mlp.scratch_size(rows, threads));
+  }
+
   /// x: [N*T, D] residual stream, updated in place; probs as in attention.
   /// Runs on ctx's threads: the LayerNorms by blocks of rows, the rest as
   /// attention and the MLP split their work.

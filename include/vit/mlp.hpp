@@ -19,6 +19,11 @@ struct Mlp {
   Mlp(Index dim, Index hidden, Activation activation)
       : fc1(hidden, dim, true), fc2(dim, hidden, true), act(activation) {}
 
+  /// Scalars of GemmScratch each thread needs for `rows` rows.
+  std::size_t scratch_size(Index rows, int threads) const {
+    return std::max(fc1.scratch_size(rows, threads), fc2.scratch_size(rows, threads));
+  }
+
   /// residual += mlp(x).  x, residual: [rows, D]; hidden: workspace [rows, hidden].
   void forward_add(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> hidden,
                    MatrixRef<Scalar> residual, const nn::GemmContext<Scalar>& ctx) const {

@@ -393,12 +393,17 @@ class VisionTransformer {
     grow(ws.block.hidden, n * t, arch_.mlp_hidden);
     grow(ws.block.attn.qkv, n * t, 3 * d);
     grow(ws.block.attn.context, n * t, d);
+    // Per-thread parts, sized for the largest product any thread may pick
+    // up: which thread runs which task changes from call to call.
     const auto per_thread = std::size_t(threads);
     if (ws.gemm.size() != per_thread) ws.gemm.resize(per_thread);
-    if (ws.block.attn.scores.size() != per_thread) ws.block.attn.scores.resize(per_thread);
-    for (Matrix<Scalar>& s : ws.block.attn.scores) grow(s, t, t);
-    ws.block.attn.keys.resize(per_thread);
-    ws.block.attn.values.resize(per_thread);
+    std::size_t scratch = patch_embed.proj.scratch_size(n * p, threads);
+    for (const EncoderBlock<Scalar>& b : blocks)
+      scratch = std::max(scratch, b.scratch_size(n * t, t, threads));
+    for (const nn::Linear<Scalar>* l : {&pre_logits, &head, &head_dist})
+      scratch = std::max(scratch, l->scratch_size(n, threads));
+    for (nn::GemmScratch<Scalar>& g : ws.gemm) g.reserve(scratch);
+    if (!blocks.empty()) blocks.front().attn.reserve(ws.block.attn, t, threads);
   }
 
   // tokens -> pre_logits -> logits.

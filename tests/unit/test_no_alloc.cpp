@@ -126,6 +126,33 @@ TEST_CASE("with 2 threads the forward pass allocates nothing once warm, on any t
   CHECK(allocations_of_second_forward(d, 2, two) == 0);
 }
 
+TEST_CASE("every thread's scratch is sized up front, whichever tasks it ran") {
+  // Which pool thread picks up which task changes from call to call, so a
+  // thread that ran only small tasks in the first call may run the largest in
+  // the next: the workspace must not depend on who ran what.
+  vit::Architecture a = vit::preset_architecture("deit_tiny_distilled_patch16_224");
+  a.depth = 1;
+  vit::VisionTransformer<vit::DynamicConfig<double>> d(a);
+  vit::VisionTransformer<vit::DynamicConfig<float>> f(a);
+  f.pack_weights();
+  vit::ForwardOptions three;
+  three.threads = 3;
+  auto check = [&](const auto& model) {
+    using Scalar = typename std::decay_t<decltype(model)>::Scalar;
+    vit::Output<Scalar> out;
+    model.forward(vit::Matrix<Scalar>::Random(2, 3 * 224 * 224), out, three);
+    const auto& gemm = out.workspace.gemm;
+    REQUIRE(gemm.size() == 3);
+    CHECK(gemm[0].capacity() > 0);
+    for (const auto& g : gemm) CHECK(g.capacity() == gemm[0].capacity());
+    const auto& scores = out.workspace.block.attn.scores;
+    REQUIRE(scores.size() == 3);
+    for (const auto& s : scores) CHECK(s.rows() >= a.num_tokens());
+  };
+  check(d);
+  check(f);
+}
+
 TEST_CASE("packed weights (fast kernels): batch 1 and 2, 1 and 2 threads, allocate nothing") {
   vit::VisionTransformer<vit::presets::vit_base_patch16_224<float>> model;
   model.pack_weights();

@@ -117,18 +117,34 @@ class ScratchBlocking : public Eigen::internal::level3_blocking<Scalar, Scalar> 
  public:
   // rows/cols/depth of the column-major product Eigen runs internally.
   ScratchBlocking(Index rows, Index cols, Index depth, GemmScratch<Scalar>& scratch) {
-    Index kc = depth, mc = rows, nc = cols;
-    Eigen::internal::computeProductBlockingSizes<Scalar, Scalar, 1, Index>(kc, mc, nc, Index(1));
+    const Sizes z = sizes(rows, cols, depth);
+    Scalar* base = scratch.reserve(static_cast<std::size_t>(z.a + z.b));
+    this->m_kc = z.kc;
+    this->m_mc = z.mc;
+    this->m_nc = z.nc;
+    this->m_blockA = base;
+    this->m_blockB = base + z.a;
+  }
+
+  // Scalars of scratch the blocking of this product takes.
+  static std::size_t scratch_size(Index rows, Index cols, Index depth) {
+    const Sizes z = sizes(rows, cols, depth);
+    return static_cast<std::size_t>(z.a + z.b);
+  }
+
+ private:
+  struct Sizes {
+    Index kc, mc, nc, a, b;
+  };
+  static Sizes sizes(Index rows, Index cols, Index depth) {
+    Sizes z{depth, rows, cols, 0, 0};
+    Eigen::internal::computeProductBlockingSizes<Scalar, Scalar, 1, Index>(z.kc, z.mc, z.nc,
+                                                                           Index(1));
     // Round each block to a whole number of SIMD-aligned packets.
     const Index align = EIGEN_MAX_ALIGN_BYTES / Index(sizeof(Scalar));
-    const Index size_a = (kc * mc + align - 1) / align * align;
-    const Index size_b = (kc * nc + align - 1) / align * align;
-    Scalar* base = scratch.reserve(static_cast<std::size_t>(size_a + size_b));
-    this->m_kc = kc;
-    this->m_mc = mc;
-    this->m_nc = nc;
-    this->m_blockA = base;
-    this->m_blockB = base + size_a;
+    z.a = (z.kc * z.mc + align - 1) / align * align;
+    z.b = (z.kc * z.nc + align - 1) / align * align;
+    return z;
   }
 };
 
@@ -183,6 +199,21 @@ GemmTiling gemm_tiling(Index m, Index n, Index k) {
   t.tile_n = std::min(widest, round_up(ceil_div(n, want), mr));
   t.tiles_n = ceil_div(n, t.tile_n);
   return t;
+}
+
+// Scalars of scratch the largest tile of an [m, n] by depth k product takes
+// (the last row and column of tiles may be smaller than the others).
+template <class Scalar>
+std::size_t tiled_scratch_size(Index m, Index n, Index k) {
+  if (m == 0 || n == 0 || k == 0) return 0;
+  const GemmTiling t = gemm_tiling<Scalar>(m, n, k);
+  const Index rows[] = {t.tile_m, m - (t.tiles_m - 1) * t.tile_m};
+  const Index cols[] = {t.tile_n, n - (t.tiles_n - 1) * t.tile_n};
+  std::size_t size = 0;
+  for (Index r : rows)
+    for (Index c : cols)  // run_gemm's blocking sees (cols, rows), see there
+      size = std::max(size, ScratchBlocking<Scalar>::scratch_size(c, r, k));
+  return size;
 }
 
 // c = prepare(c) + alpha * a * op(b), then finish(c), tile by tile on ctx's
@@ -255,6 +286,14 @@ void gemm_nt_fused(const MatrixCRef<Scalar>& a, const MatrixCRef<Scalar>& b, Mat
                    Finish&& finish) {
   eigen_assert(a.cols() == b.cols() && c.rows() == a.rows() && c.cols() == b.rows());
   detail::tiled_gemm<Eigen::ColMajor>(a, b, c, ctx, alpha, prepare, finish);
+}
+
+/// Scalars of GemmScratch any thread needs to run an [m, k] by [k, n]
+/// product (gemm_nt, gemm_nn, gemm_nt_fused): reserving it up front means the
+/// product allocates nothing on whichever thread picks up which tile.
+template <class Scalar>
+std::size_t gemm_scratch_size(Index m, Index n, Index k) {
+  return detail::tiled_scratch_size<Scalar>(m, n, k);
 }
 
 }  // namespace vit::nn

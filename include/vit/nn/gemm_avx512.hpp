@@ -602,6 +602,16 @@ class PackedWeight {
     }
   }
 
+  /// Makes room to pack an [n, k] weight later without allocating; when the
+  /// allocation has to grow, the packed contents are dropped (empty()).
+  void reserve(Index n, Index k) {
+    if (static_cast<std::size_t>((n + panel_width() - 1) / panel_width() * panel_width() * k) <=
+        capacity_)
+      return;
+    allocate(n, k);
+    n_ = k_ = 0;
+  }
+
   /// The weight back in its [n, k] layout (e.g. to save it, so that a layer
   /// need not also keep the unpacked copy).
   Matrix<float> unpack() const {

@@ -109,6 +109,29 @@ struct Linear {
     }
   }
 
+  /// Scalars of GemmScratch each of ctx's threads needs for forward() of
+  /// `rows` rows, whichever tasks it picks up.
+  std::size_t scratch_size(Index rows, int threads) const {
+    const Index n = out_features(), k = in_features();
+    if (!packed_) return gemm_scratch_size<Scalar>(rows, n, k);
+    const PackedTiling t = packed_tiling(rows, threads);
+    std::size_t size = 0;
+    for (Index r : {t.tile_m, rows - (t.tiles_m - 1) * t.tile_m}) {
+      switch (precision_) {
+        case Precision::fp32:
+          size = std::max(size, gemm_packed_scratch_size(r, k));
+          break;
+        case Precision::bf16:
+          size = std::max(size, gemm_packed_bf16_scratch_size(r, k));
+          break;
+        case Precision::int8:
+          size = std::max(size, gemm_packed_int8_scratch_size(r, k));
+          break;
+      }
+    }
+    return size;
+  }
+
   /// y = epilogue(x W^T + b): Epilogue::store writes y, accumulate adds onto
   /// it (the residual form), gelu applies exact GELU.
   /// x: [rows, in], y: [rows, out] (must not alias x).
@@ -176,18 +199,30 @@ struct Linear {
           break;
       }
     };
+    const PackedTiling t = packed_tiling(m, ctx.threads());
+    if (t.count() == 1) return block(0, m, 0, n, 0);
+    // Consecutive tasks share a column block: the threads read the same
+    // weight panels at about the same time.
+    ctx.run(t.count(), [&](Index task, int thread) {
+      const Index i0 = (task % t.tiles_m) * t.tile_m, j0 = (task / t.tiles_m) * t.tile_n;
+      block(i0, std::min(t.tile_m, m - i0), j0, std::min(n, j0 + t.tile_n), thread);
+    });
+  }
+
+  struct PackedTiling {
+    Index tile_m, tile_n, tiles_m, tiles_n;
+    Index count() const { return tiles_m * tiles_n; }
+  };
+  // One block for one thread or a small product, else blocks of about 112
+  // rows by 256 columns (see forward_packed).
+  PackedTiling packed_tiling(Index m, int threads) const {
+    const Index n = out_features(), k = in_features();
     constexpr Index small = Index(1) << 22;  // multiply-adds: not worth a split
-    if (ctx.threads() == 1 || m * n * std::max<Index>(k, 1) <= small) return block(0, m, 0, n, 0);
+    if (threads == 1 || m == 0 || m * n * std::max<Index>(k, 1) <= small) return {m, n, 1, 1};
     auto ceil_div = [](Index p, Index q) { return (p + q - 1) / q; };
     const Index tile_m = std::min(m, ceil_div(ceil_div(m, ceil_div(m, 112)), 14) * 14);
     const Index tile_n = 256;
-    const Index tiles_m = ceil_div(m, tile_m), tiles_n = ceil_div(n, tile_n);
-    // Consecutive tasks share a column block: the threads read the same
-    // weight panels at about the same time.
-    ctx.run(tiles_m * tiles_n, [&](Index task, int thread) {
-      const Index i0 = (task % tiles_m) * tile_m, j0 = (task / tiles_m) * tile_n;
-      block(i0, std::min(tile_m, m - i0), j0, std::min(n, j0 + tile_n), thread);
-    });
+    return {tile_m, tile_n, ceil_div(m, tile_m), ceil_div(n, tile_n)};
   }
 
   // The packed weight: the member of precision_ (the others stay empty).
