@@ -1,7 +1,8 @@
 // vit-classify: classify photos with any supported ViT checkpoint.
 //
 //   vit-classify --model PATH [--image-size N] [--crop-pct F] [--top-k K] [--labels FILE]
-//                [--threads N] [--batch N] [--json] [--logits] [--attention-map OUT.png]
+//                [--threads N] [--batch N] [--precision fp32|bf16|int8] [--json] [--logits]
+//                [--attention-map OUT.png]
 //                IMAGE...
 //
 // Exit status: 0 all images classified; 1 some image could not be read (the
@@ -42,6 +43,7 @@ struct Options {
   std::string labels;
   int threads = 1;
   int batch = 8;
+  std::string precision = "fp32";
   bool json = false;
   bool logits = false;
   std::string attention_map;
@@ -119,6 +121,10 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "threads for decoding and for the batch")
       ->check(CLI::Range(1, 256));
   app.add_option("--batch", o.batch, "images per forward pass")->check(CLI::Range(1, 4096));
+  app.add_option("--precision", o.precision,
+                 "weights for the fast kernels: fp32 (default), bf16 or int8 (faster, "
+                 "~1-3% logit error)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
   app.add_flag("--json", o.json, "one JSON object per image per line on stdout");
   app.add_flag("--logits", o.logits, "with --json: include all logits");
   app.add_option("--attention-map", o.attention_map,
@@ -146,6 +152,7 @@ int main(int argc, char** argv) {
   try {
     vit::LoadOptions lo;
     lo.image_size = o.image_size;
+    lo.precision = vit::parse_precision(o.precision);
     loaded.emplace(vit::load_model<float>(o.model, lo));
     data = loaded->info.data;
     data.input_size = loaded->model.architecture().image_size;

@@ -228,6 +228,35 @@ TEST_CASE("--attention-map writes a PNG of the model's input size") {
   CHECK(fs::exists(tmp / "m-1.png"));
 }
 
+TEST_CASE("--precision bf16 and int8: logits near fp32's, same top class") {
+  const std::string tiny = data_dir + "/timm_vit_tiny_p16_224";
+  const std::string args = "--model " + quote(tiny) + " --json --logits --crop-pct 1.0 ";
+  const std::string img = quote(tiny + "/input.png");
+  const Run ref = classify(args + img);
+  REQUIRE(ref.status == 0);
+  const nlohmann::json want = ref.json_lines().at(0);
+  for (const char* p : {"bf16", "int8"}) {
+    INFO(p);
+    const Run r = classify(args + "--precision " + p + " " + img);
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    const nlohmann::json got = r.json_lines().at(0);
+    const auto& a = want.at("logits");
+    const auto& b = got.at("logits");
+    REQUIRE(a.size() == b.size());
+    double num = 0, den = 0, diff = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const double d = b[i].get<double>() - a[i].get<double>();
+      num += d * d;
+      den += a[i].get<double>() * a[i].get<double>();
+      diff = std::max(diff, std::abs(d));
+    }
+    CHECK(diff > 0);  // the low-precision kernels did run
+    CHECK(std::sqrt(num / den) < 0.02);
+    CHECK(got.at("top_k").at(0).at("index") == want.at("top_k").at(0).at("index"));
+  }
+}
+
 TEST_CASE("errors: one clear line on stderr and a non-zero exit code") {
   const std::string tiny = data_dir + "/timm_vit_tiny_p16_224";
   const std::string img = quote(tiny + "/input.png");
@@ -247,6 +276,7 @@ TEST_CASE("errors: one clear line on stderr and a non-zero exit code") {
       {"--model " + quote(tiny) + " --logits " + img, "--logits needs --json", 2},
       {"--model " + quote(tiny) + " --labels /nonexistent.txt " + img, "/nonexistent.txt", 2},
       {"--model " + quote(tiny) + " --no-such-flag " + img, "no-such-flag", 2},
+      {"--model " + quote(tiny) + " --precision fp16 " + img, "fp16", 2},
   };
   for (const auto& c : cases) {
     INFO(c.args);

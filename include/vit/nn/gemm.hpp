@@ -2,6 +2,7 @@
 //
 // c (+)= alpha * a * b      (b row-major [k, n])
 // c (+)= alpha * a * b^T    (b row-major [n, k], e.g. a Linear weight [out, in])
+// c (+)= alpha * a^T * b    (a row-major [k, m]: weight gradients dy^T x)
 //
 // Keeping every product behind these functions lets faster kernels replace
 // the implementation without touching the model code. The current
@@ -216,26 +217,29 @@ std::size_t tiled_scratch_size(Index m, Index n, Index k) {
   return size;
 }
 
-// c = prepare(c) + alpha * a * op(b), then finish(c), tile by tile on ctx's
-// threads: prepare(tile, col0) and finish(tile, col0) get a tile of c and the
-// column of c where it starts. b is [n, k] (RhsOrder ColMajor: a * b^T) or
-// [k, n] (RowMajor: a * b).
-template <int RhsOrder, class Scalar, class Prepare, class Finish>
+// c = prepare(c) + alpha * op(a) * op(b), then finish(c), tile by tile on
+// ctx's threads: prepare(tile, col0) and finish(tile, col0) get a tile of c
+// and the column of c where it starts. a is [m, k] (LhsOrder RowMajor: a) or
+// [k, m] (ColMajor: a^T); b is [n, k] (RhsOrder ColMajor: b^T) or [k, n]
+// (RowMajor: b).
+template <int LhsOrder, int RhsOrder, class Scalar, class Prepare, class Finish>
 void tiled_gemm(const MatrixCRef<Scalar>& a, const MatrixCRef<Scalar>& b, MatrixRef<Scalar> c,
                 const GemmContext<Scalar>& ctx, Scalar alpha, Prepare&& prepare, Finish&& finish) {
-  const Index m = c.rows(), n = c.cols(), k = a.cols();
+  const Index m = c.rows(), n = c.cols();
+  const Index k = LhsOrder == Eigen::RowMajor ? a.cols() : a.rows();
   const GemmTiling t = gemm_tiling<Scalar>(m, n, k);
   ctx.run(t.count(), [&](Index task, int thread) {
     const Index i0 = (task / t.tiles_n) * t.tile_m, j0 = (task % t.tiles_n) * t.tile_n;
     const Index rows = std::min(t.tile_m, m - i0), cols = std::min(t.tile_n, n - j0);
     MatrixRef<Scalar> tile = c.block(i0, j0, rows, cols);
     prepare(tile, j0);
-    // b's part: rows j0.. of a [n, k] matrix, or columns j0.. of a [k, n] one.
+    // a's part: rows i0.. of op(a); b's part: columns j0.. of op(b).
+    const Scalar* a0 =
+        LhsOrder == Eigen::RowMajor ? a.data() + i0 * a.outerStride() : a.data() + i0;
     const Scalar* b0 =
         RhsOrder == Eigen::ColMajor ? b.data() + j0 * b.outerStride() : b.data() + j0;
-    run_gemm<Eigen::RowMajor, RhsOrder>(rows, cols, k, a.data() + i0 * a.outerStride(),
-                                        a.outerStride(), b0, b.outerStride(), tile.data(),
-                                        tile.outerStride(), alpha, ctx.scratch(thread));
+    run_gemm<LhsOrder, RhsOrder>(rows, cols, k, a0, a.outerStride(), b0, b.outerStride(),
+                                 tile.data(), tile.outerStride(), alpha, ctx.scratch(thread));
     finish(tile, j0);
   });
 }
@@ -261,8 +265,8 @@ template <class Scalar>
 void gemm_nt(const MatrixCRef<Scalar>& a, const MatrixCRef<Scalar>& b, MatrixRef<Scalar> c,
              const GemmContext<Scalar>& ctx, Scalar alpha = Scalar(1), bool accumulate = false) {
   eigen_assert(a.cols() == b.cols() && c.rows() == a.rows() && c.cols() == b.rows());
-  detail::tiled_gemm<Eigen::ColMajor>(a, b, c, ctx, alpha, detail::ZeroUnless<Scalar>{accumulate},
-                                      detail::NoOp{});
+  detail::tiled_gemm<Eigen::RowMajor, Eigen::ColMajor>(
+      a, b, c, ctx, alpha, detail::ZeroUnless<Scalar>{accumulate}, detail::NoOp{});
 }
 
 /// c = alpha * a * b, or c += alpha * a * b when accumulate.
@@ -271,8 +275,19 @@ template <class Scalar>
 void gemm_nn(const MatrixCRef<Scalar>& a, const MatrixCRef<Scalar>& b, MatrixRef<Scalar> c,
              const GemmContext<Scalar>& ctx, Scalar alpha = Scalar(1), bool accumulate = false) {
   eigen_assert(a.cols() == b.rows() && c.rows() == a.rows() && c.cols() == b.cols());
-  detail::tiled_gemm<Eigen::RowMajor>(a, b, c, ctx, alpha, detail::ZeroUnless<Scalar>{accumulate},
-                                      detail::NoOp{});
+  detail::tiled_gemm<Eigen::RowMajor, Eigen::RowMajor>(
+      a, b, c, ctx, alpha, detail::ZeroUnless<Scalar>{accumulate}, detail::NoOp{});
+}
+
+/// c = alpha * a^T * b, or c += alpha * a^T * b when accumulate (e.g. a
+/// weight gradient dy^T x). a: [k, m], b: [k, n], c: [m, n]; all row-major
+/// with unit inner stride.
+template <class Scalar>
+void gemm_tn(const MatrixCRef<Scalar>& a, const MatrixCRef<Scalar>& b, MatrixRef<Scalar> c,
+             const GemmContext<Scalar>& ctx, Scalar alpha = Scalar(1), bool accumulate = false) {
+  eigen_assert(a.rows() == b.rows() && c.rows() == a.cols() && c.cols() == b.cols());
+  detail::tiled_gemm<Eigen::ColMajor, Eigen::RowMajor>(
+      a, b, c, ctx, alpha, detail::ZeroUnless<Scalar>{accumulate}, detail::NoOp{});
 }
 
 /// gemm_nt with work fused into each output tile, on the thread that computes
@@ -285,7 +300,7 @@ void gemm_nt_fused(const MatrixCRef<Scalar>& a, const MatrixCRef<Scalar>& b, Mat
                    const GemmContext<Scalar>& ctx, Scalar alpha, Prepare&& prepare,
                    Finish&& finish) {
   eigen_assert(a.cols() == b.cols() && c.rows() == a.rows() && c.cols() == b.rows());
-  detail::tiled_gemm<Eigen::ColMajor>(a, b, c, ctx, alpha, prepare, finish);
+  detail::tiled_gemm<Eigen::RowMajor, Eigen::ColMajor>(a, b, c, ctx, alpha, prepare, finish);
 }
 
 /// Scalars of GemmScratch any thread needs to run an [m, k] by [k, n]
