@@ -180,6 +180,26 @@ TEST_CASE("activations: exact GELU, tanh GELU, quick GELU derivatives") {
   }
 }
 
+TEST_CASE("activation and derivative in one pass (vectorised for float exact GELU)") {
+  const Index n = 301;
+  for (vit::Activation act :
+       {vit::Activation::gelu_erf, vit::Activation::gelu_tanh, vit::Activation::quick_gelu}) {
+    vit::Matrix<float> x(1, n), y(1, n);
+    for (Index i = 0; i < n; ++i) x(0, i) = -12.0f + 24.0f * float(i) / float(n - 1);
+    const vit::Matrix<float> x0 = x;
+    vit::train::activation_with_derivative<float>(act, x, y);
+    for (Index i = 0; i < n; ++i) {
+      const double v = x0(0, i);
+      M ref(1, 1);
+      ref(0, 0) = v;
+      vit::nn::activate<double>(act, ref);
+      INFO("x = " << v);
+      CHECK(std::abs(y(0, i) - ref(0, 0)) <= 1e-6 * (1 + std::abs(ref(0, 0))));
+      CHECK(std::abs(x(0, i) - vit::train::activation_derivative(act, v)) <= 2e-6);
+    }
+  }
+}
+
 TEST_CASE("one attention head: dq, dk, dv") {
   std::mt19937_64 rng(4);
   const Index t = 5, hd = 3;
@@ -243,6 +263,58 @@ TEST_CASE("whole model variants: average pooling + fc_norm, tanh GELU, no qkv bi
   b.pos_embed = vit::PosEmbedKind::sincos;
   b.activation = vit::Activation::quick_gelu;
   check_model(b, 3);
+}
+
+TEST_CASE("float gradients (packed kernels and Eigen's) agree with double") {
+  vit::Architecture a = small_architecture();
+  a.image_size = 32;  // 64 patches: products big enough to be split over threads
+  a.embed_dim = 32;
+  a.mlp_hidden = 64;
+  std::mt19937_64 rng(11);
+  Model md(a);
+  randomize(md, rng);
+  vit::VisionTransformer<vit::DynamicConfig<float>> mf(a);
+  auto pd = md.named_parameters();
+  auto pf = mf.named_parameters();
+  for (std::size_t i = 0; i < pd.size(); ++i) {
+    Index count = 1;
+    for (auto d : pd[i].shape) count *= Index(d);
+    for (Index j = 0; j < count; ++j) pf[i].data[j] = float(pd[i].data[j]);
+  }
+  mf.update_position_table();
+  const M images = random(5, 3 * 32 * 32, rng);
+  const std::vector<int> labels = {0, 1, 2, 1, 0};
+  vit::train::Backprop<vit::DynamicConfig<double>> bd(md);
+  M dl(5, 3);
+  vit::MatrixRef<double> dlr(dl);
+  vit::train::cross_entropy<double>(bd.forward(md, images), labels, 0.1, &dlr);
+  bd.backward(md, dl);
+  for (bool packed : {true, false}) {
+    for (int threads : {1, 2}) {
+      INFO("packed " << packed << ", threads " << threads);
+      vit::train::Backprop<vit::DynamicConfig<float>> bf(mf, threads);
+      bf.use_packed_kernels(packed);
+      if (packed) CHECK(bf.packed_kernels() == vit::nn::gemm_packed_uses_avx512());
+      vit::Matrix<float> dlf(5, 3);
+      vit::MatrixRef<float> dlfr(dlf);
+      const vit::Matrix<float> imf = images.cast<float>();
+      vit::train::cross_entropy<float>(bf.forward(mf, imf), labels, 0.1, &dlfr);
+      bf.backward(mf, dlf);
+      auto gd = bd.grads().named_parameters();
+      auto gf = bf.grads().named_parameters();
+      for (std::size_t i = 0; i < gd.size(); ++i) {
+        Index count = 1;
+        for (auto d : gd[i].shape) count *= Index(d);
+        double diff = 0, ref = 0;
+        for (Index j = 0; j < count; ++j) {
+          diff += std::pow(double(gf[i].data[j]) - gd[i].data[j], 2);
+          ref += gd[i].data[j] * gd[i].data[j];
+        }
+        INFO(gd[i].name);
+        CHECK(std::sqrt(diff / ref) < 1e-4);
+      }
+    }
+  }
 }
 
 TEST_CASE("Backprop refuses what it cannot train, and wrong shapes") {

@@ -397,6 +397,21 @@ VIT_PGEMM_TARGET inline void gelu_avx512(const float* x, float* y, Index n) {
   }
 }
 
+// y = gelu_erf(x) and d = gelu_erf'(x) = Phi(x) + x phi(x), for training.
+VIT_PGEMM_TARGET inline void gelu_grad_avx512(const float* x, float* y, float* d, Index n) {
+  const __m512 half = _mm512_set1_ps(0.5f), inv_sqrt2 = _mm512_set1_ps(0.70710678118654752440f);
+  const __m512 inv_sqrt_2pi = _mm512_set1_ps(0.39894228040143267794f);
+  for (Index i = 0; i < n; i += 16) {
+    const __mmask16 m = lane_mask(0, static_cast<int>(std::min<Index>(16, n - i)));
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    const __m512 cdf = _mm512_mul_ps(half, erf1p16(_mm512_mul_ps(v, inv_sqrt2)));
+    const __m512 pdf = _mm512_mul_ps(
+        inv_sqrt_2pi, exp16(_mm512_mul_ps(_mm512_set1_ps(-0.5f), _mm512_mul_ps(v, v))));
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, cdf));
+    _mm512_mask_storeu_ps(d + i, m, _mm512_fmadd_ps(v, pdf, cdf));
+  }
+}
+
 VIT_PGEMM_TARGET inline void erf1p_avx512(const float* z, float* y, Index n) {
   for (Index i = 0; i < n; i += 16) {
     const __mmask16 m = lane_mask(0, static_cast<int>(std::min<Index>(16, n - i)));
@@ -588,18 +603,8 @@ class PackedWeight {
   /// the weight b^T, so that gemm_packed computes a b: for attention's
   /// probabilities times values, where b is a block of token rows.
   void pack_transposed(const MatrixCRef<float>& b) {
-    allocate(b.cols(), b.rows());
-    const Index nr = panel_width();
-    for (Index p = 0; p * nr < n_; ++p) {
-      float* panel = data_ + p * nr * k_;
-      const Index cols = std::min(nr, n_ - p * nr);
-      for (Index kk = 0; kk < k_; ++kk) {
-        const float* src = b.data() + kk * b.outerStride() + p * nr;
-        float* dst = panel + kk * nr;
-        std::memcpy(dst, src, static_cast<std::size_t>(cols) * sizeof(float));
-        for (Index j = cols; j < nr; ++j) dst[j] = 0.0f;
-      }
-    }
+    shape_transposed(b);
+    pack_transposed_panels(b, 0, panels());
   }
 
   /// Makes room to pack an [n, k] weight later without allocating; when the
@@ -610,6 +615,25 @@ class PackedWeight {
       return;
     allocate(n, k);
     n_ = k_ = 0;
+  }
+
+  /// pack_transposed in parts, e.g. on several threads: shape_transposed(b)
+  /// sizes the weight for b [k, n] (n rows of depth k), then
+  /// pack_transposed_panels(b, p0, p1) fills panels [p0, p1) of panels().
+  void shape_transposed(const MatrixCRef<float>& b) { allocate(b.cols(), b.rows()); }
+  Index panels() const { return padded_rows() / panel_width(); }
+  void pack_transposed_panels(const MatrixCRef<float>& b, Index p0, Index p1) {
+    const Index nr = panel_width();
+    for (Index p = p0; p < p1; ++p) {
+      float* panel = data_ + p * nr * k_;
+      const Index cols = std::min(nr, n_ - p * nr);
+      for (Index kk = 0; kk < k_; ++kk) {
+        const float* src = b.data() + kk * b.outerStride() + p * nr;
+        float* dst = panel + kk * nr;
+        std::memcpy(dst, src, static_cast<std::size_t>(cols) * sizeof(float));
+        for (Index j = cols; j < nr; ++j) dst[j] = 0.0f;
+      }
+    }
   }
 
   /// The weight back in its [n, k] layout (e.g. to save it, so that a layer

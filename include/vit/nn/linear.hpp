@@ -22,6 +22,65 @@
 
 namespace vit::nn {
 
+/// How a packed product of an [m, n] output and depth k is cut into tasks for
+/// `threads` threads: one block for one thread or a small product, else
+/// blocks of about 112 rows (whole 14-row micro-panels) by 256 columns (whole
+/// 32-column weight panels). Each task packs its rows of the input again, so
+/// blocks are wide (that repacking costs ~1/cols of the product); rows are
+/// split as well so that two threads share even a single image's narrow
+/// products. Every element sums over k in the same order whatever the blocks
+/// are, so any thread count gives bit-identical results.
+struct PackedTiling {
+  Index tile_m, tile_n, tiles_m, tiles_n;
+  Index count() const { return tiles_m * tiles_n; }
+
+  PackedTiling(Index m, Index n, Index k, int threads) {
+    constexpr Index small = Index(1) << 22;  // multiply-adds: not worth a split
+    if (threads == 1 || m == 0 || m * n * std::max<Index>(k, 1) <= small) {
+      tile_m = m;
+      tile_n = n;
+      tiles_m = tiles_n = 1;
+      return;
+    }
+    auto ceil_div = [](Index p, Index q) { return (p + q - 1) / q; };
+    tile_m = std::min(m, ceil_div(ceil_div(m, ceil_div(m, 112)), 14) * 14);
+    tile_n = 256;
+    tiles_m = ceil_div(m, tile_m);
+    tiles_n = ceil_div(n, tile_n);
+  }
+
+  /// block(i0, rows, j0, j1, thread) for every task, on ctx's threads.
+  /// Consecutive tasks share a column block: the threads read the same
+  /// weight panels at about the same time.
+  template <class Scalar, class Block>
+  void run(Index m, Index n, const GemmContext<Scalar>& ctx, Block&& block) const {
+    if (count() == 1) return block(Index(0), m, Index(0), n, 0);
+    ctx.run(count(), [&](Index task, int thread) {
+      const Index i0 = (task % tiles_m) * tile_m, j0 = (task / tiles_m) * tile_n;
+      block(i0, std::min(tile_m, m - i0), j0, std::min(n, j0 + tile_n), thread);
+    });
+  }
+};
+
+/// c (op)= a b^T + bias with a packed fp32 weight b [n, k], on ctx's threads
+/// (see PackedTiling; each thread uses its own scratch).
+inline void gemm_packed(const MatrixCRef<float>& a, const PackedWeight& b, MatrixRef<float> c,
+                        const float* bias, Epilogue ep, const GemmContext<float>& ctx) {
+  const Index m = a.rows(), n = b.rows();
+  const PackedTiling t(m, n, b.cols(), ctx.threads());
+  t.run(m, n, ctx, [&](Index i0, Index rows, Index j0, Index j1, int thread) {
+    float* scratch = ctx.scratch(thread).reserve(gemm_packed_scratch_size(rows, b.cols()));
+    gemm_packed(a.middleRows(i0, rows), b, c.middleRows(i0, rows), bias, ep, scratch, j0, j1);
+  });
+}
+
+/// Scratch floats each thread needs for the threaded gemm_packed above.
+inline std::size_t gemm_packed_scratch_size(Index m, Index n, Index k, int threads) {
+  const PackedTiling t(m, n, k, threads);
+  return std::max(gemm_packed_scratch_size(t.tile_m, k),
+                  gemm_packed_scratch_size(m - (t.tiles_m - 1) * t.tile_m, k));
+}
+
 /// A Linear layer in PyTorch's layout.
 ///   weight: [out, in]   bias: [out] (size 0 when the layer has no bias)
 /// Inputs are token rows [rows, in]; outputs [rows, out].
@@ -114,7 +173,7 @@ struct Linear {
   std::size_t scratch_size(Index rows, int threads) const {
     const Index n = out_features(), k = in_features();
     if (!packed_) return gemm_scratch_size<Scalar>(rows, n, k);
-    const PackedTiling t = packed_tiling(rows, threads);
+    const PackedTiling t(rows, n, k, threads);
     std::size_t size = 0;
     for (Index r : {t.tile_m, rows - (t.tiles_m - 1) * t.tile_m}) {
       switch (precision_) {
@@ -169,13 +228,7 @@ struct Linear {
   }
 
  private:
-  // The packed product, cut into tasks for ctx's threads: blocks of about
-  // 112 rows (whole 14-row micro-panels) by 256 columns (whole 32-column
-  // weight panels). Each task packs its rows of x again, so blocks are wide
-  // (that repacking costs ~1/cols of the product); rows are split as well so
-  // that two threads share even a single image's narrow products. Every
-  // element of y sums over k in the same order whatever the blocks are, so
-  // any thread count gives bit-identical results.
+  // The packed product, cut into tasks for ctx's threads (see PackedTiling).
   void forward_packed(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y,
                       const GemmContext<Scalar>& ctx, Epilogue ep) const {
     const Index m = x.rows(), n = out_features(), k = in_features();
@@ -199,30 +252,7 @@ struct Linear {
           break;
       }
     };
-    const PackedTiling t = packed_tiling(m, ctx.threads());
-    if (t.count() == 1) return block(0, m, 0, n, 0);
-    // Consecutive tasks share a column block: the threads read the same
-    // weight panels at about the same time.
-    ctx.run(t.count(), [&](Index task, int thread) {
-      const Index i0 = (task % t.tiles_m) * t.tile_m, j0 = (task / t.tiles_m) * t.tile_n;
-      block(i0, std::min(t.tile_m, m - i0), j0, std::min(n, j0 + t.tile_n), thread);
-    });
-  }
-
-  struct PackedTiling {
-    Index tile_m, tile_n, tiles_m, tiles_n;
-    Index count() const { return tiles_m * tiles_n; }
-  };
-  // One block for one thread or a small product, else blocks of about 112
-  // rows by 256 columns (see forward_packed).
-  PackedTiling packed_tiling(Index m, int threads) const {
-    const Index n = out_features(), k = in_features();
-    constexpr Index small = Index(1) << 22;  // multiply-adds: not worth a split
-    if (threads == 1 || m == 0 || m * n * std::max<Index>(k, 1) <= small) return {m, n, 1, 1};
-    auto ceil_div = [](Index p, Index q) { return (p + q - 1) / q; };
-    const Index tile_m = std::min(m, ceil_div(ceil_div(m, ceil_div(m, 112)), 14) * 14);
-    const Index tile_n = 256;
-    return {tile_m, tile_n, ceil_div(m, tile_m), ceil_div(n, tile_n)};
+    PackedTiling(m, n, k, ctx.threads()).run(m, n, ctx, block);
   }
 
   // The packed weight: the member of precision_ (the others stay empty).

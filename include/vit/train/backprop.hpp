@@ -73,6 +73,13 @@ class Backprop {
 
   int threads() const { return threads_; }
 
+  /// Float models run their linear layers on the packed AVX-512 kernels
+  /// when the CPU has them (the default); off: Eigen's products, as double.
+  void use_packed_kernels(bool on) {
+    fast_ = on && std::is_same_v<Scalar, float> && nn::gemm_packed_uses_avx512();
+  }
+  bool packed_kernels() const { return fast_; }
+
   /// Forward pass of a batch, keeping the activations; returns the logits
   /// [N, num_classes] (valid until the next forward).
   const Matrix<Scalar>& forward(const Model& model, const MatrixCRef<Scalar>& images) {
@@ -87,7 +94,17 @@ class Backprop {
     reserve(n);
     const nn::GemmContext<Scalar> ctx = context();
     n_ = n;
-
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (fast_) {
+        packs_.resize(4 * model.blocks.size());
+        for (std::size_t b = 0; b < model.blocks.size(); ++b) {
+          packs_[4 * b + 0].refresh(model.blocks[b].attn.qkv);
+          packs_[4 * b + 1].refresh(model.blocks[b].attn.proj);
+          packs_[4 * b + 2].refresh(model.blocks[b].mlp.fc1);
+          packs_[4 * b + 3].refresh(model.blocks[b].mlp.fc2);
+        }
+      }
+    }
     model.patch_embed.forward(images, int(s), patches_.topRows(n * p), tokens_.topRows(n * p), ctx);
     Matrix<Scalar>& x0 = blocks_[0].x;
     for (Index i = 0; i < n; ++i) {
@@ -97,7 +114,7 @@ class Backprop {
     }
     for (std::size_t b = 0; b < model.blocks.size(); ++b)
       block_forward(model.blocks[b], blocks_[b], b + 1 < blocks_.size() ? blocks_[b + 1].x : x_out_,
-                    ctx);
+                    pack(b), ctx);
     if (model.blocks.empty()) x_out_ = x0;
 
     // Final norm, pooling, fc_norm, head.
@@ -167,7 +184,7 @@ class Backprop {
       dx_.topRows(n * t) = dnormed_.topRows(n * t);
     }
     for (std::size_t b = model.blocks.size(); b-- > 0;)
-      block_backward(model.blocks[b], blocks_[b], grads_.blocks[b], ctx);
+      block_backward(model.blocks[b], blocks_[b], grads_.blocks[b], pack(b), ctx);
 
     // Embedding: class token, position table, patch projection.
     const MatrixCRef<Scalar> dx0 = dx_.topRows(n * t);
@@ -184,7 +201,7 @@ class Backprop {
     }
     for (Index i = 0; i < n; ++i) dtokens_.middleRows(i * p, p) = dx0.middleRows(i * t + prefix, p);
     linear_param_grads<Scalar>(patches_.topRows(n * p), dtokens_.topRows(n * p),
-                               grads_.patch_embed.proj, ctx);
+                               grads_.patch_embed.proj, ctx, work());
   }
 
  private:
@@ -199,7 +216,7 @@ class Backprop {
     Matrix<Scalar> mid;      // (NT, D) x + attention
     Matrix<Scalar> ln2;      // (NT, D)
     Matrix<Scalar> ln2_st;   // (NT, 2)
-    Matrix<Scalar> pre;      // (NT, hidden) fc1 output before the activation
+    Matrix<Scalar> dact;     // (NT, hidden) act'(fc1 output)
     Matrix<Scalar> act;      // (NT, hidden) after it
   };
 
@@ -233,7 +250,7 @@ class Backprop {
       c.mid.resize(rows, d);
       c.ln2.resize(rows, d);
       c.ln2_st.resize(rows, 2);
-      c.pre.resize(rows, h);
+      c.dact.resize(rows, h);
       c.act.resize(rows, h);
     }
     patches_.resize(n * p, patch_len);
@@ -258,8 +275,13 @@ class Backprop {
     capacity_ = n;
   }
 
+  // The packed weights of block b's qkv, proj, fc1, fc2 (null: the plain path).
+  const PackedLinear* pack(std::size_t b) const { return fast_ ? &packs_[4 * b] : nullptr; }
+  GradWork* work() { return fast_ ? &work_ : nullptr; }
+
   void block_forward(const EncoderBlock<Scalar>& blk, BlockCache& c, Matrix<Scalar>& out,
-                     const nn::GemmContext<Scalar>& ctx) {
+                     const PackedLinear* pk, const nn::GemmContext<Scalar>& ctx) {
+    auto at = [pk](int i) { return pk ? pk + i : nullptr; };
     const Index rows = n_ * arch_.num_tokens();
     const Index t = arch_.num_tokens(), d = arch_.embed_dim, heads = arch_.num_heads;
     const Index hd = d / heads;
@@ -268,7 +290,7 @@ class Backprop {
       layer_norm_forward<Scalar>(blk.norm1, c.x.middleRows(r0, count), c.ln1.middleRows(r0, count),
                                  c.ln1_st.middleRows(r0, count));
     });
-    blk.attn.qkv.forward(c.ln1.topRows(rows), c.qkv.topRows(rows), ctx);
+    linear_forward<Scalar>(blk.attn.qkv, at(0), c.ln1.topRows(rows), c.qkv.topRows(rows), ctx);
     ctx.run(n_ * heads, [&](Index task, int thread) {
       const Index r0 = (task / heads) * t, hh = task % heads;
       const MatrixCRef<Scalar> q = c.qkv.block(r0, hh * hd, t, hd);
@@ -281,37 +303,39 @@ class Backprop {
       nn::gemm_nn<Scalar>(prob, v, c.context.block(r0, hh * hd, t, hd), scratch);
     });
     c.mid.topRows(rows) = c.x.topRows(rows);
-    blk.attn.proj.forward_add(c.context.topRows(rows), c.mid.topRows(rows), ctx);
+    linear_forward<Scalar>(blk.attn.proj, at(1), c.context.topRows(rows), c.mid.topRows(rows), ctx,
+                           nn::Epilogue::accumulate);
     ctx.for_rows(rows, [&](Index r0, Index count) {
       layer_norm_forward<Scalar>(blk.norm2, c.mid.middleRows(r0, count),
                                  c.ln2.middleRows(r0, count), c.ln2_st.middleRows(r0, count));
     });
-    blk.mlp.fc1.forward(c.ln2.topRows(rows), c.pre.topRows(rows), ctx);
+    linear_forward<Scalar>(blk.mlp.fc1, at(2), c.ln2.topRows(rows), c.dact.topRows(rows), ctx);
     const Activation act = blk.mlp.act;
     ctx.for_rows(rows, [&](Index r0, Index count) {
-      c.act.middleRows(r0, count) = c.pre.middleRows(r0, count);
-      nn::activate<Scalar>(act, c.act.middleRows(r0, count));
+      activation_with_derivative<Scalar>(act, c.dact.middleRows(r0, count),
+                                         c.act.middleRows(r0, count));
     });
     out.topRows(rows) = c.mid.topRows(rows);
-    blk.mlp.fc2.forward_add(c.act.topRows(rows), out.topRows(rows), ctx);
+    linear_forward<Scalar>(blk.mlp.fc2, at(3), c.act.topRows(rows), out.topRows(rows), ctx,
+                           nn::Epilogue::accumulate);
   }
 
   // dx_ holds d(block output) on entry and d(block input) on return.
   void block_backward(const EncoderBlock<Scalar>& blk, const BlockCache& c, EncoderBlock<Scalar>& g,
-                      const nn::GemmContext<Scalar>& ctx) {
+                      const PackedLinear* pk, const nn::GemmContext<Scalar>& ctx) {
+    auto at = [pk](int i) { return pk ? pk + i : nullptr; };
     const Index rows = n_ * arch_.num_tokens();
     const Index t = arch_.num_tokens(), d = arch_.embed_dim, heads = arch_.num_heads;
     const Index hd = d / heads;
     const Scalar scale = Scalar(1) / std::sqrt(Scalar(hd));
     // MLP: out = mid + fc2(act(fc1(ln2(mid)))).
     linear_backward<Scalar>(blk.mlp.fc2, c.act.topRows(rows), dx_.topRows(rows),
-                            dhidden_.topRows(rows), g.mlp.fc2, ctx);
-    const Activation act = blk.mlp.act;
+                            dhidden_.topRows(rows), g.mlp.fc2, ctx, at(3), work());
     ctx.for_rows(rows, [&](Index r0, Index count) {
-      activation_backward<Scalar>(act, c.pre.middleRows(r0, count), dhidden_.middleRows(r0, count));
+      dhidden_.middleRows(r0, count).array() *= c.dact.middleRows(r0, count).array();
     });
     linear_backward<Scalar>(blk.mlp.fc1, c.ln2.topRows(rows), dhidden_.topRows(rows),
-                            dln_.topRows(rows), g.mlp.fc1, ctx);
+                            dln_.topRows(rows), g.mlp.fc1, ctx, at(2), work());
     layer_norm_param_grads<Scalar>(c.mid.topRows(rows), c.ln2_st.topRows(rows), dln_.topRows(rows),
                                    g.norm2);
     ctx.for_rows(rows, [&](Index r0, Index count) {
@@ -322,7 +346,7 @@ class Backprop {
     });
     // Attention: mid = x + proj(attention(ln1(x))).
     linear_backward<Scalar>(blk.attn.proj, c.context.topRows(rows), dmid_.topRows(rows),
-                            dcontext_.topRows(rows), g.attn.proj, ctx);
+                            dcontext_.topRows(rows), g.attn.proj, ctx, at(1), work());
     ctx.run(n_ * heads, [&](Index task, int thread) {
       const Index r0 = (task / heads) * t, hh = task % heads;
       const MatrixCRef<Scalar> q = c.qkv.block(r0, hh * hd, t, hd);
@@ -335,7 +359,7 @@ class Backprop {
           ctx.scratch(thread));
     });
     linear_backward<Scalar>(blk.attn.qkv, c.ln1.topRows(rows), dqkv_.topRows(rows),
-                            dln_.topRows(rows), g.attn.qkv, ctx);
+                            dln_.topRows(rows), g.attn.qkv, ctx, at(0), work());
     layer_norm_param_grads<Scalar>(c.x.topRows(rows), c.ln1_st.topRows(rows), dln_.topRows(rows),
                                    g.norm1);
     ctx.for_rows(rows, [&](Index r0, Index count) {
@@ -349,6 +373,10 @@ class Backprop {
   Architecture arch_;
   Model grads_;
   int threads_ = 1;
+  // Float on a CPU with the AVX-512 kernels: linear layers run packed.
+  bool fast_ = std::is_same_v<Scalar, float> && nn::gemm_packed_uses_avx512();
+  std::vector<PackedLinear> packs_;  // 4 per block: qkv, proj, fc1, fc2
+  GradWork work_;
   Index n_ = 0, capacity_ = 0;
   std::unique_ptr<ThreadPool> pool_;
   std::vector<nn::GemmScratch<Scalar>> scratch_;

@@ -7,7 +7,10 @@
 // accumulate.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
+#include <vector>
 
 #include "vit/config.hpp"
 #include "vit/nn/activation.hpp"
@@ -18,13 +21,98 @@
 
 namespace vit::train {
 
+/// Packed copies of a float Linear's weight for the fast kernels, refreshed
+/// from the layer before each step: w for y = x W^T and wt (W^T) for dx = dy W.
+struct PackedLinear {
+  nn::PackedWeight w, wt;
+  void refresh(const nn::Linear<float>& layer) {
+    w.pack(layer.weight);
+    wt.pack_transposed(layer.weight);
+  }
+};
+
+/// Work memory of the fast weight gradient, reused from layer to layer
+/// (grown to the largest layer, never shrunk).
+struct GradWork {
+  Matrix<float> t;        // the transposed smaller operand
+  nn::PackedWeight p;     // the larger one, packed
+  std::vector<float> gt;  // dW^T when that is what the product gives
+};
+
+/// b packed as the weight b^T (see PackedWeight::pack_transposed), the
+/// panels shared out over ctx's threads.
+inline void pack_transposed(nn::PackedWeight& w, const MatrixCRef<float>& b,
+                            const nn::GemmContext<float>& ctx) {
+  w.shape_transposed(b);
+  const Index panels = w.panels(), per_task = 4;
+  ctx.run((panels + per_task - 1) / per_task, [&](Index task, int) {
+    w.pack_transposed_panels(b, task * per_task, std::min(panels, (task + 1) * per_task));
+  });
+}
+
+/// y = epilogue(x W^T + b); on the packed kernels when `packed` is given.
+template <class Scalar>
+void linear_forward(const nn::Linear<Scalar>& layer, const PackedLinear* packed,
+                    const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y,
+                    const nn::GemmContext<Scalar>& ctx, nn::Epilogue ep = nn::Epilogue::store) {
+  if constexpr (std::is_same_v<Scalar, float>) {
+    if (packed) {
+      nn::gemm_packed(x, packed->w, y, layer.has_bias() ? layer.bias.data() : nullptr, ep, ctx);
+      return;
+    }
+  }
+  layer.forward(x, y, ctx, ep);
+}
+
 /// grad.weight += dy^T x, grad.bias += column sums of dy.
 ///   x: [rows, in]; dy: [rows, out]; grad: a Linear [out, in] of gradients.
+/// With `work` (float), on the packed kernels: the smaller of x and dy is
+/// transposed, the larger packed as the "weight" of the product.
 template <class Scalar>
 void linear_param_grads(const MatrixCRef<Scalar>& x, const MatrixCRef<Scalar>& dy,
-                        nn::Linear<Scalar>& grad, const nn::GemmContext<Scalar>& ctx) {
-  nn::gemm_tn<Scalar>(dy, x, grad.weight, ctx, Scalar(1), true);
+                        nn::Linear<Scalar>& grad, const nn::GemmContext<Scalar>& ctx,
+                        GradWork* work = nullptr) {
   if (grad.has_bias()) grad.bias.noalias() += dy.colwise().sum();
+  if constexpr (std::is_same_v<Scalar, float>) {
+    if (work) {
+      const Index m = x.rows(), in = x.cols(), out = dy.cols();
+      // t = a^T for a [m, cols], by blocks of t's rows on ctx's threads.
+      auto transpose = [&](const MatrixCRef<float>& a) {
+        if (work->t.rows() < a.cols() || work->t.cols() != m) work->t.resize(a.cols(), m);
+        ctx.for_rows(a.cols(), [&](Index r0, Index count) {
+          work->t.middleRows(r0, count) = a.middleCols(r0, count).transpose();
+        });
+        return MatrixCRef<float>(work->t.topRows(a.cols()));
+      };
+      if (out >= in) {  // dW^T [in, out] = x^T dy
+        pack_transposed(work->p, dy, ctx);
+        if (work->gt.size() < std::size_t(in * out)) work->gt.resize(std::size_t(in * out));
+        Eigen::Map<Matrix<float>> gt(work->gt.data(), in, out);
+        nn::gemm_packed(transpose(x), work->p, gt, nullptr, nn::Epilogue::store, ctx);
+        grad.weight += gt.transpose();
+      } else {  // dW [out, in] = dy^T x
+        pack_transposed(work->p, x, ctx);
+        nn::gemm_packed(transpose(dy), work->p, grad.weight, nullptr, nn::Epilogue::accumulate,
+                        ctx);
+      }
+      return;
+    }
+  }
+  nn::gemm_tn<Scalar>(dy, x, grad.weight, ctx, Scalar(1), true);
+}
+
+/// dx = dy W for y = x W^T + b. dx: [rows, in].
+template <class Scalar>
+void linear_input_grad(const nn::Linear<Scalar>& layer, const PackedLinear* packed,
+                       const MatrixCRef<Scalar>& dy, MatrixRef<Scalar> dx,
+                       const nn::GemmContext<Scalar>& ctx) {
+  if constexpr (std::is_same_v<Scalar, float>) {
+    if (packed) {
+      nn::gemm_packed(dy, packed->wt, dx, nullptr, nn::Epilogue::store, ctx);
+      return;
+    }
+  }
+  nn::gemm_nn<Scalar>(dy, layer.weight, dx, ctx);
 }
 
 /// The backward pass of y = x W^T + b: dx = dy W, and the parameter
@@ -32,9 +120,10 @@ void linear_param_grads(const MatrixCRef<Scalar>& x, const MatrixCRef<Scalar>& d
 template <class Scalar>
 void linear_backward(const nn::Linear<Scalar>& layer, const MatrixCRef<Scalar>& x,
                      const MatrixCRef<Scalar>& dy, MatrixRef<Scalar> dx, nn::Linear<Scalar>& grad,
-                     const nn::GemmContext<Scalar>& ctx) {
-  linear_param_grads<Scalar>(x, dy, grad, ctx);
-  nn::gemm_nn<Scalar>(dy, layer.weight, dx, ctx);
+                     const nn::GemmContext<Scalar>& ctx, const PackedLinear* packed = nullptr,
+                     GradWork* work = nullptr) {
+  linear_param_grads<Scalar>(x, dy, grad, ctx, work);
+  linear_input_grad<Scalar>(layer, packed, dy, dx, ctx);
 }
 
 /// LayerNorm forward that also keeps each row's mean and 1/std for the
@@ -109,6 +198,26 @@ template <class Scalar>
 void activation_backward(Activation act, const MatrixCRef<Scalar>& pre, MatrixRef<Scalar> dh) {
   for (Index r = 0; r < pre.rows(); ++r)
     for (Index c = 0; c < pre.cols(); ++c) dh(r, c) *= activation_derivative(act, pre(r, c));
+}
+
+/// x <- act'(x) and y = act(x), row by row: the activation and, for the
+/// backward pass, its derivative at the same input. x, y: [rows, F].
+template <class Scalar>
+void activation_with_derivative(Activation act, MatrixRef<Scalar> x, MatrixRef<Scalar> y) {
+  if constexpr (std::is_same_v<Scalar, float>) {
+#if VIT_PGEMM_X86
+    if (act == Activation::gelu_erf && nn::gemm_packed_uses_avx512()) {
+      for (Index r = 0; r < x.rows(); ++r)
+        nn::detail::pgemm::gelu_grad_avx512(x.row(r).data(), y.row(r).data(), x.row(r).data(),
+                                            x.cols());
+      return;
+    }
+#endif
+  }
+  y = x;
+  nn::activate<Scalar>(act, y);
+  for (Index r = 0; r < x.rows(); ++r)
+    for (Index c = 0; c < x.cols(); ++c) x(r, c) = activation_derivative(act, x(r, c));
 }
 
 /// Backward pass of one head: p = softmax(scale q k^T), out = p v.
