@@ -7,4 +7,4 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update
 $sudo apt-get install -y --no-install-recommends \
   cmake g++ make pkg-config libeigen3-dev doctest-dev libstb-dev nlohmann-json3-dev \
-  libcli11-dev clang-format ca-certificates git
+  libcli11-dev clang-format ca-certificates git dataset-fashion-mnist

@@ -194,6 +194,19 @@ class VisionTransformer {
     }
   }
 
+  /// Makes the run-size table the stored one: pos_embed becomes the table
+  /// resampled to the current grid (its prefix rows kept), so the model is
+  /// saved, and trained, at the new size (as timm does when a model is made
+  /// at another img_size). No-op unless the learned table was resampled.
+  void resize_position_table() {
+    if (arch_.pos_embed != PosEmbedKind::learned || arch_.table_grid() == arch_.grid_size()) return;
+    const Index grid = arch_.grid_size();
+    pos_embed =
+        arch_.pos_embed_prefix ? pos_table_ : Matrix<Scalar>(pos_table_.bottomRows(grid * grid));
+    arch_.pos_embed_grid = int(grid);
+    update_position_table();
+  }
+
   /// The position table added to the tokens at the current image size, (T, D).
   const Matrix<Scalar>& position_table() const { return pos_table_; }
 

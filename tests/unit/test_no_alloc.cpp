@@ -14,6 +14,7 @@
 
 #include <doctest/doctest.h>
 
+#include "vit/train/optimizer.hpp"
 #include "vit/vit.hpp"
 
 namespace {
@@ -176,4 +177,61 @@ TEST_CASE("ThreadPool::run allocates nothing") {
   for (int rep = 0; rep < 100; ++rep) pool.run(8, task);
   CHECK(allocations.load() - before == 0);
   CHECK(sum == 101L * 28);
+}
+
+TEST_CASE("optimizer steps, gradient clipping and zero_grad allocate nothing") {
+  // State is allocated when the optimizer is made; even the first step (SGD's momentum
+  // buffers start there) allocates nothing.
+  vit::Architecture a = vit::preset_architecture("deit_tiny_distilled_patch16_224");
+  a.depth = 2;
+  vit::VisionTransformer<vit::DynamicConfig<float>> model(a), grad_model(a);
+  vit::VisionTransformer<vit::DynamicConfig<double>> dmodel(a), dgrad_model(a);
+  const auto params = model.named_parameters();
+  const auto grads = grad_model.named_parameters();
+  for (const auto& g : grads) {
+    long n = 1;
+    for (auto d : g.shape) n *= long(d);
+    for (long j = 0; j < n; ++j) g.data[j] = float((j % 7) - 3) * 0.01f;
+  }
+  auto settings = vit::train::param_settings(params, [](const auto& p, auto& s) {
+    s.frozen = p.name == "cls_token";
+    if (p.name.rfind("head", 0) != 0) s.lr_scale = 0.1;
+  });
+  vit::train::AdamWOptions ao;
+  ao.weight_decay = 0.05;
+  vit::train::AdamW<float> adamw(params, grads, ao, settings);
+  vit::train::SGDOptions so;
+  so.momentum = 0.9;
+  so.weight_decay = 1e-4;
+  so.nesterov = true;
+  vit::train::SGD<float> sgd(params, grads, so);
+  const auto dparams = dmodel.named_parameters();
+  const auto dgrads = dgrad_model.named_parameters();
+  vit::train::SGD<double> dsgd(dparams, dgrads, so);
+  vit::train::AdamW<double> dadamw(dparams, dgrads);
+  const long before = allocations.load();
+  Eigen::internal::set_is_malloc_allowed(false);
+  double norms = 0;
+  try {
+    for (int step = 0; step < 3; ++step) {
+      norms += adamw.clip_grad_norm(0.5) + vit::train::clip_grad_norm(grads, 1.0) +
+               vit::train::global_grad_norm(grads) + adamw.grad_norm();
+      adamw.step(1e-3);
+      sgd.step(1e-2);
+      dsgd.step(1e-2);
+      dadamw.step(1e-3);
+    }
+    adamw.zero_grad();
+    dsgd.zero_grad();
+    vit::train::zero_grad(dgrads);
+  } catch (...) {
+    Eigen::internal::set_is_malloc_allowed(true);
+    throw;
+  }
+  Eigen::internal::set_is_malloc_allowed(true);
+  CHECK(allocations.load() - before == 0);
+  CHECK(norms > 0);
+  CHECK(adamw.steps() == 3);
+  CHECK(sgd.steps() == 3);
+  CHECK(vit::train::global_grad_norm(grads) == 0.0);
 }

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
@@ -560,11 +561,87 @@ void save_weights(const VisionTransformer<Config>& model, const std::string& pat
   w.write(path);
 }
 
+/// The timm-style config.json of a model: architecture name, num_classes,
+/// global_pool, model_args (what timm's VisionTransformer takes), the
+/// preprocessing as pretrained_cfg, and the class names as label_names.
+template <class Config>
+nlohmann::json model_config_json(const VisionTransformer<Config>& model, const DataConfig& data,
+                                 const std::vector<std::string>& labels,
+                                 const std::string& architecture = "vit_custom") {
+  const Architecture& a = model.architecture();
+  const std::string pool = a.pooling == Pooling::avg ? "avg" : "token";
+  const char* pos = a.pos_embed == PosEmbedKind::learned  ? "learn"
+                    : a.pos_embed == PosEmbedKind::sincos ? "sincos"
+                                                          : "none";
+  nlohmann::json j;
+  j["architecture"] = architecture;
+  j["num_classes"] = a.num_classes;
+  j["global_pool"] = pool;
+  j["model_args"] = {{"img_size", a.image_size},
+                     {"patch_size", a.patch_size},
+                     {"in_chans", a.in_chans},
+                     {"embed_dim", a.embed_dim},
+                     {"depth", a.depth},
+                     {"num_heads", a.num_heads},
+                     {"mlp_ratio", double(a.mlp_hidden) / double(a.embed_dim)},
+                     {"num_classes", a.num_classes},
+                     {"global_pool", pool},
+                     {"class_token", a.class_token},
+                     {"qkv_bias", a.qkv_bias},
+                     {"fc_norm", a.fc_norm},
+                     {"no_embed_class", !a.pos_embed_prefix},
+                     {"pos_embed", pos}};
+  j["pretrained_cfg"] = {{"input_size", {a.in_chans, a.image_size, a.image_size}},
+                         {"mean", data.mean},
+                         {"std", data.std},
+                         {"interpolation", data.interpolation},
+                         {"crop_pct", data.crop_pct},
+                         {"crop_mode", data.crop_mode},
+                         {"num_classes", a.num_classes}};
+  if (!labels.empty()) j["label_names"] = labels;
+  return j;
+}
+
+/// Writes a model folder that load_model(dir) (and timm) read back:
+/// dir/model.safetensors and dir/config.json (model_config_json), each
+/// written to a temporary file first and renamed, so an interrupted save
+/// never leaves a half-written file under either name.
+template <class Config>
+void save_model(const VisionTransformer<Config>& model, const std::string& dir,
+                const DataConfig& data, const std::vector<std::string>& labels,
+                const std::string& architecture = "vit_custom") {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (!fs::is_directory(dir)) throw io_error(dir + ": cannot create the model folder");
+  if (!labels.empty() && int(labels.size()) != model.architecture().num_classes)
+    throw argument_error("save_model: " + std::to_string(labels.size()) + " class names for " +
+                         std::to_string(model.architecture().num_classes) + " classes");
+  save_weights(model, (fs::path(dir) / "model.safetensors").string());
+  const std::string path = (fs::path(dir) / "config.json").string();
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << model_config_json(model, data, labels, architecture).dump(2) << "\n";
+    out.flush();
+    if (!out) {
+      fs::remove(tmp, ec);
+      throw io_error(tmp + ": cannot write");
+    }
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw io_error(path + ": cannot rename the written config into place");
+  }
+}
+
 }  // namespace vit::io
 
 namespace vit {
 using io::load_model;
 using io::load_weights;
 using io::LoadOptions;
+using io::save_model;
 using io::save_weights;
 }  // namespace vit

@@ -235,6 +235,7 @@ class Backprop {
     if (!pool_ && threads_ > 1) pool_ = std::make_unique<ThreadPool>(threads_);
     scratch_.resize(std::size_t(threads_));
     head_scratch_.resize(std::size_t(threads_));
+    head_work_.resize(std::size_t(threads_));
     if (n <= capacity_) return;
     const Index t = arch_.num_tokens(), p = arch_.num_patches(), d = arch_.embed_dim;
     const Index h = arch_.mlp_hidden, heads = arch_.num_heads, rows = n * t;
@@ -278,6 +279,7 @@ class Backprop {
   // The packed weights of block b's qkv, proj, fc1, fc2 (null: the plain path).
   const PackedLinear* pack(std::size_t b) const { return fast_ ? &packs_[4 * b] : nullptr; }
   GradWork* work() { return fast_ ? &work_ : nullptr; }
+  HeadWork* head_work(int thread) { return fast_ ? &head_work_[std::size_t(thread)] : nullptr; }
 
   void block_forward(const EncoderBlock<Scalar>& blk, BlockCache& c, Matrix<Scalar>& out,
                      const PackedLinear* pk, const nn::GemmContext<Scalar>& ctx) {
@@ -296,11 +298,9 @@ class Backprop {
       const MatrixCRef<Scalar> q = c.qkv.block(r0, hh * hd, t, hd);
       const MatrixCRef<Scalar> k = c.qkv.block(r0, d + hh * hd, t, hd);
       const MatrixCRef<Scalar> v = c.qkv.block(r0, 2 * d + hh * hd, t, hd);
-      MatrixRef<Scalar> prob = c.probs.middleRows(task * t, t);
-      nn::GemmScratch<Scalar>& scratch = ctx.scratch(thread);
-      nn::gemm_nt<Scalar>(q, k, prob, scratch, scale);
-      nn::softmax_rows<Scalar>(prob);
-      nn::gemm_nn<Scalar>(prob, v, c.context.block(r0, hh * hd, t, hd), scratch);
+      attention_head_forward<Scalar>(q, k, v, scale, c.probs.middleRows(task * t, t),
+                                     c.context.block(r0, hh * hd, t, hd), ctx.scratch(thread),
+                                     head_work(thread));
     });
     c.mid.topRows(rows) = c.x.topRows(rows);
     linear_forward<Scalar>(blk.attn.proj, at(1), c.context.topRows(rows), c.mid.topRows(rows), ctx,
@@ -356,7 +356,7 @@ class Backprop {
           q, k, v, c.probs.middleRows(task * t, t), dcontext_.block(r0, hh * hd, t, hd), scale,
           dqkv_.block(r0, hh * hd, t, hd), dqkv_.block(r0, d + hh * hd, t, hd),
           dqkv_.block(r0, 2 * d + hh * hd, t, hd), head_scratch_[std::size_t(thread)],
-          ctx.scratch(thread));
+          ctx.scratch(thread), head_work(thread));
     });
     linear_backward<Scalar>(blk.attn.qkv, c.ln1.topRows(rows), dqkv_.topRows(rows),
                             dln_.topRows(rows), g.attn.qkv, ctx, at(0), work());
@@ -377,6 +377,7 @@ class Backprop {
   bool fast_ = std::is_same_v<Scalar, float> && nn::gemm_packed_uses_avx512();
   std::vector<PackedLinear> packs_;  // 4 per block: qkv, proj, fc1, fc2
   GradWork work_;
+  std::vector<HeadWork> head_work_;  // one per thread
   Index n_ = 0, capacity_ = 0;
   std::unique_ptr<ThreadPool> pool_;
   std::vector<nn::GemmScratch<Scalar>> scratch_;

@@ -17,6 +17,7 @@
 #include "vit/nn/gemm.hpp"
 #include "vit/nn/layer_norm.hpp"
 #include "vit/nn/linear.hpp"
+#include "vit/nn/softmax.hpp"
 #include "vit/tensor.hpp"
 
 namespace vit::train {
@@ -220,27 +221,84 @@ void activation_with_derivative(Activation act, MatrixRef<Scalar> x, MatrixRef<S
     for (Index c = 0; c < x.cols(); ++c) x(r, c) = activation_derivative(act, x(r, c));
 }
 
+/// Per-thread work memory of the packed attention-head products (float).
+struct HeadWork {
+  nn::PackedWeight a, b;  // the right-hand operands, packed
+  Matrix<float> tm;       // a transposed left-hand operand, (T, T)
+};
+
+/// One head's forward pass: p = softmax(scale q k^T), out = p v.
+///   q, k, v, out: [T, hd]; p: [T, T]. With `hw` (float), on the packed kernels.
+template <class Scalar>
+void attention_head_forward(const MatrixCRef<Scalar>& q, const MatrixCRef<Scalar>& k,
+                            const MatrixCRef<Scalar>& v, Scalar scale, MatrixRef<Scalar> p,
+                            MatrixRef<Scalar> out, nn::GemmScratch<Scalar>& scratch,
+                            HeadWork* hw = nullptr) {
+  if constexpr (std::is_same_v<Scalar, float>) {
+    if (hw) {
+      const Index t = q.rows(), hd = q.cols();
+      float* sc = scratch.reserve(
+          std::max(nn::gemm_packed_scratch_size(t, hd), nn::gemm_packed_scratch_size(t, t)));
+      hw->a.pack(k);
+      nn::gemm_packed(q, hw->a, p, nullptr, nn::Epilogue::store, sc);
+      nn::softmax_rows<float>(p, scale);
+      hw->b.pack_transposed(v);
+      nn::gemm_packed(p, hw->b, out, nullptr, nn::Epilogue::store, sc);
+      return;
+    }
+  }
+  nn::gemm_nt<Scalar>(q, k, p, scratch, scale);
+  nn::softmax_rows<Scalar>(p);
+  nn::gemm_nn<Scalar>(p, v, out, scratch);
+}
+
 /// Backward pass of one head: p = softmax(scale q k^T), out = p v.
 ///   q, k, v, dout, dq, dk, dv: [T, hd]; p: [T, T] the forward's probabilities;
-///   dp: a [T, T] (or larger) work matrix; dq, dk, dv are written.
-/// With dS = p * (dp - rowsum(dp * p)) for dp = dout v^T:
-///   dv = p^T dout, dq = scale dS k, dk = scale dS^T q.
+///   dp_work: a [T, T] (or larger) work matrix; dq, dk, dv are written.
+/// With dS = scale p * (dp - rowsum(dp * p)) for dp = dout v^T:
+///   dv = p^T dout, dq = dS k, dk = dS^T q.
+/// With `hw` (float), on the packed kernels.
 template <class Scalar>
 void attention_head_backward(const MatrixCRef<Scalar>& q, const MatrixCRef<Scalar>& k,
                              const MatrixCRef<Scalar>& v, const MatrixCRef<Scalar>& p,
                              const MatrixCRef<Scalar>& dout, Scalar scale, MatrixRef<Scalar> dq,
                              MatrixRef<Scalar> dk, MatrixRef<Scalar> dv, Matrix<Scalar>& dp_work,
-                             nn::GemmScratch<Scalar>& scratch) {
+                             nn::GemmScratch<Scalar>& scratch, HeadWork* hw = nullptr) {
   const Index t = p.rows();
   MatrixRef<Scalar> dp = dp_work.topLeftCorner(t, t);
+  // dp -> dS in place.
+  auto softmax_backward = [&] {
+    for (Index r = 0; r < t; ++r) {
+      const Scalar dot = (dp.row(r).array() * p.row(r).array()).sum();
+      dp.row(r) = (scale * p.row(r).array() * (dp.row(r).array() - dot)).matrix();
+    }
+  };
+  if constexpr (std::is_same_v<Scalar, float>) {
+    if (hw) {
+      const Index hd = q.cols();
+      float* sc = scratch.reserve(
+          std::max(nn::gemm_packed_scratch_size(t, hd), nn::gemm_packed_scratch_size(t, t)));
+      if (hw->tm.rows() < t || hw->tm.cols() < t) hw->tm.resize(t, t);
+      MatrixRef<float> tm = hw->tm.topLeftCorner(t, t);
+      hw->a.pack(v);
+      nn::gemm_packed(dout, hw->a, dp, nullptr, nn::Epilogue::store, sc);  // dout v^T
+      tm = p.transpose();
+      hw->b.pack_transposed(dout);
+      nn::gemm_packed(tm, hw->b, dv, nullptr, nn::Epilogue::store, sc);  // p^T dout
+      softmax_backward();
+      hw->a.pack_transposed(k);
+      nn::gemm_packed(dp, hw->a, dq, nullptr, nn::Epilogue::store, sc);  // dS k
+      tm = dp.transpose();
+      hw->b.pack_transposed(q);
+      nn::gemm_packed(tm, hw->b, dk, nullptr, nn::Epilogue::store, sc);  // dS^T q
+      return;
+    }
+  }
   nn::gemm_nt<Scalar>(dout, v, dp, scratch);
   nn::gemm_tn<Scalar>(p, dout, dv, scratch);
-  for (Index r = 0; r < t; ++r) {
-    const Scalar dot = (dp.row(r).array() * p.row(r).array()).sum();
-    dp.row(r) = (p.row(r).array() * (dp.row(r).array() - dot)).matrix();
-  }
-  nn::gemm_nn<Scalar>(dp, k, dq, scratch, scale);
-  nn::gemm_tn<Scalar>(dp, q, dk, scratch, scale);
+  softmax_backward();
+  nn::gemm_nn<Scalar>(dp, k, dq, scratch);
+  nn::gemm_tn<Scalar>(dp, q, dk, scratch);
 }
 
 }  // namespace vit::train

@@ -21,10 +21,12 @@
 //
 // The updates are those of torch.optim.AdamW and torch.optim.SGD (single-tensor code
 // path), element by element in Scalar arithmetic with the scalar coefficients computed in
-// double, as PyTorch does. Every parameter has its own settings (ParamSettings): whether
-// weight decay applies (by default timm's rule, see uses_weight_decay), a learning-rate
-// multiplier (e.g. a smaller rate for the backbone when fine-tuning) and a frozen flag
-// (e.g. linear probing: the parameter is never touched and has no optimizer state).
+// double, as PyTorch does, with a fused multiply-add where PyTorch's vectorized CPU kernel
+// has one (add with alpha). float results then agree with PyTorch's to a few roundings. Every
+// parameter has its own settings (ParamSettings): whether weight decay applies (by default timm's
+// rule, see uses_weight_decay), a learning-rate multiplier (e.g. a smaller rate for the backbone
+// when fine-tuning) and a frozen flag (e.g. linear probing: the parameter is never touched and has
+// no optimizer state).
 //
 // All state is allocated when the optimizer is made; step(), zero_grad(), grad_norm()
 // and clip_grad_norm() allocate nothing. The pointers in the ParameterRefs must stay
@@ -159,11 +161,13 @@ double clip_grads(const std::vector<ParameterRef<Scalar>>& grads, double max_nor
     throw argument_error("clip_grad_norm: max_norm = " + number(max_norm) +
                          " must be finite and positive");
   const double total = std::sqrt(grad_sum_squares(grads, keep));
-  const double coef = max_norm / (total + 1e-6);
+  // The coefficient in Scalar arithmetic from the norm rounded to Scalar, as PyTorch
+  // computes it on a Scalar tensor (a double coefficient can differ from it by an ulp).
+  const Scalar c =
+      static_cast<Scalar>(max_norm) / (static_cast<Scalar>(total) + static_cast<Scalar>(1e-6));
   // PyTorch multiplies by min(coef, 1) unconditionally; multiplying by 1 changes nothing.
   // A NaN norm gives a NaN coef that, as in PyTorch, reaches the gradients.
-  if (coef >= 1) return total;
-  const Scalar c = static_cast<Scalar>(coef);
+  if (c >= Scalar(1)) return total;
   for (std::size_t i = 0; i < grads.size(); ++i) {
     if (!keep(i)) continue;
     const Eigen::Index n = numel(grads[i], "clip_grad_norm");
@@ -235,6 +239,13 @@ class Optimizer {
   /// train::clip_grad_norm over the gradients of the unfrozen parameters.
   double clip_grad_norm(double max_norm) const {
     return detail::clip_grads(grads_, max_norm, [this](std::size_t i) { return live(i); });
+  }
+
+  /// Number of state values held (all buffers; frozen parameters have none).
+  std::size_t state_numel() const {
+    std::size_t n = 0;
+    for (const auto& b : buffers_) n += b.data.size();
+    return n;
   }
 
   /// Views of the state tensors (names and shapes as saved), pointing into this
@@ -478,11 +489,22 @@ class AdamW : public Optimizer<Scalar> {
       const auto g = this->grad(i);
       auto m = this->state(0, i);
       auto v = this->state(1, i);
-      if (s.weight_decay) p *= static_cast<Scalar>(1 - lr_p * options_.weight_decay);
-      m = m * sb1 + g * sb1c;
-      v = v * sb2 + sb2c * g * g;
+      const Scalar decay =
+          static_cast<Scalar>(s.weight_decay ? 1 - lr_p * options_.weight_decay : 1.0);
       const Scalar step_size = static_cast<Scalar>(lr_p / bias_correction1);
-      p -= step_size * m / (v.sqrt() / sqrt_bc2 + eps);
+      // One pass over p, g, m and v, in PyTorch's order of operations (fma where its
+      // vectorized CPU kernel for add(alpha=) has one). std::sqrt, not
+      // Eigen's: with EIGEN_FAST_MATH (the default) Eigen's vectorized float sqrt is an
+      // approximation that also flushes denormals to zero.
+      const Eigen::Index n = p.size();
+      for (Eigen::Index j = 0; j < n; ++j) {
+        const Scalar gj = g[j];
+        const Scalar mj = std::fma(gj, sb1c, m[j] * sb1);
+        const Scalar vj = v[j] * sb2 + sb2c * gj * gj;
+        m[j] = mj;
+        v[j] = vj;
+        p[j] = p[j] * decay - step_size * mj / (std::sqrt(vj) / sqrt_bc2 + eps);
+      }
     }
   }
 
@@ -537,43 +559,32 @@ class SGD : public Optimizer<Scalar> {
     ++this->steps_;
     const Scalar mu = static_cast<Scalar>(options_.momentum);
     const Scalar keep = static_cast<Scalar>(1 - options_.dampening);
+    const bool momentum = options_.momentum != 0, nesterov = options_.nesterov;
     for (std::size_t i = 0; i < this->params_.size(); ++i) {
       if (!this->live(i)) continue;
       const ParamSettings& s = this->settings_[i];
-      const Scalar lr_p = static_cast<Scalar>(lr * s.lr_scale);
+      const Scalar neg_lr = static_cast<Scalar>(-(lr * s.lr_scale));
       const Scalar wd = static_cast<Scalar>(s.weight_decay ? options_.weight_decay : 0.0);
       auto p = this->param(i);
       const auto g = this->grad(i);
-      if (wd != 0)
-        update(p, g + wd * p, mu, keep, lr_p, first, i);
-      else
-        update(p, g, mu, keep, lr_p, first, i);
+      Scalar* b = momentum ? this->state(0, i).data() : nullptr;
+      // One pass, in PyTorch's order of operations, with an fma wherever its vectorized CPU
+      // kernel for add(alpha=) has one.
+      const Eigen::Index n = p.size();
+      for (Eigen::Index j = 0; j < n; ++j) {
+        Scalar d = g[j];
+        if (wd != 0) d = std::fma(p[j], wd, d);
+        if (momentum) {
+          const Scalar bj = first ? d : std::fma(d, keep, b[j] * mu);
+          b[j] = bj;
+          d = nesterov ? std::fma(bj, mu, d) : bj;
+        }
+        p[j] = std::fma(d, neg_lr, p[j]);
+      }
     }
   }
 
  private:
-  // p -= lr * direction, with d the (decayed) gradient expression, evaluated element by
-  // element (d may read p: each element is read before it is written).
-  template <class D>
-  void update(detail::ArrayMap<Scalar>& p, const D& d, Scalar mu, Scalar keep, Scalar lr,
-              bool first, std::size_t i) {
-    if (options_.momentum == 0) {
-      p -= lr * d;
-      return;
-    }
-    auto b = this->state(0, i);
-    if (first)
-      b = d;
-    else if (keep == Scalar(1))
-      b = mu * b + d;
-    else
-      b = mu * b + keep * d;
-    if (options_.nesterov)
-      p -= lr * (d + mu * b);
-    else
-      p -= lr * b;
-  }
-
   SGDOptions options_;
 };
 

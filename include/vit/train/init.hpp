@@ -1,0 +1,65 @@
+// vit/train/init.hpp - the initial weights of a model trained from scratch.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+
+#include "vit/vision_transformer.hpp"
+
+namespace vit::train {
+
+namespace detail {
+
+// A standard normal draw from the raw 64-bit output (Box-Muller), so that a
+// seed gives the same weights with every standard library.
+inline double normal(std::mt19937_64& rng) {
+  const double two_pi = 6.283185307179586;
+  const double u1 = (double(rng() >> 11) + 1.0) * (1.0 / 9007199254740993.0);  // (0, 1]
+  const double u2 = double(rng() >> 11) * (1.0 / 9007199254740992.0);
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(two_pi * u2);
+}
+
+inline bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+}  // namespace detail
+
+/// timm's initialisation of a ViT trained from scratch: every linear weight
+/// (the patch projection included) and the position table from a normal of
+/// std 0.02 truncated to [-2, 2] std, biases zero, LayerNorms one and zero,
+/// the class token normal with std 1e-6. Deterministic for a seed.
+template <class Config>
+void init_weights(VisionTransformer<Config>& model, std::uint64_t seed) {
+  using Scalar = typename Config::Scalar;
+  std::mt19937_64 rng(seed);
+  auto truncated = [&rng](double std) {
+    for (;;) {
+      const double z = detail::normal(rng);
+      if (std::abs(z) <= 2.0) return std * z;
+    }
+  };
+  for (const ParameterRef<Scalar>& p : model.named_parameters()) {
+    std::size_t count = 1;
+    for (std::int64_t d : p.shape) count *= std::size_t(d);
+    const bool is_norm = p.name == "norm.weight" || p.name == "norm.bias" ||
+                         p.name.find("norm1.") != std::string::npos ||
+                         p.name.find("norm2.") != std::string::npos ||
+                         p.name.rfind("fc_norm.", 0) == 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      double v = 0.0;
+      if (is_norm)
+        v = detail::ends_with(p.name, ".weight") ? 1.0 : 0.0;
+      else if (p.name == "cls_token" || p.name == "dist_token")
+        v = 1e-6 * detail::normal(rng);
+      else if (detail::ends_with(p.name, ".weight") || p.name == "pos_embed")
+        v = truncated(0.02);
+      p.data[i] = Scalar(v);
+    }
+  }
+  model.update_position_table();
+}
+
+}  // namespace vit::train
