@@ -29,16 +29,18 @@ inline bool ends_with(const std::string& s, const std::string& tail) {
 
 /// timm's initialisation of a ViT trained from scratch: every linear weight
 /// (the patch projection included) and the position table from a normal of
-/// std 0.02 truncated to [-2, 2] std, biases zero, LayerNorms one and zero,
+/// std 0.02 truncated to [-2, 2], biases zero, LayerNorms one and zero,
 /// the class token normal with std 1e-6. Deterministic for a seed.
 template <class Config>
 void init_weights(VisionTransformer<Config>& model, std::uint64_t seed) {
   using Scalar = typename Config::Scalar;
   std::mt19937_64 rng(seed);
+  // timm's trunc_normal_(std, a=-2, b=2): the bounds are absolute values,
+  // so at std 0.02 they never cut (100 std away).
   auto truncated = [&rng](double std) {
     for (;;) {
-      const double z = detail::normal(rng);
-      if (std::abs(z) <= 2.0) return std * z;
+      const double v = std * detail::normal(rng);
+      if (std::abs(v) <= 2.0) return v;
     }
   };
   for (const ParameterRef<Scalar>& p : model.named_parameters()) {

@@ -1,0 +1,565 @@
+#!/usr/bin/python3
+"""PyTorch reference of the library's training code (vit/train/*.hpp and the vit-train recipe).
+
+Plain torch (no timm): the model is timm's VisionTransformer written out as a function over
+a dict of tensors with timm's names, so its parameters line up name by name with
+VisionTransformer::named_parameters() of the C++ library.
+
+Two subcommands:
+
+  step   Writes the fixture of "one training step matches PyTorch":
+             /usr/bin/python3 tests/reference/train_reference.py step \\
+                 --out tests/data/train/step.safetensors
+         A tiny ViT (image 16, patch 4, width 24, depth 2, 3 heads, MLP 48, 5 classes) with
+         deterministic random weights, a batch of 6 random images, label-smoothed
+         cross-entropy, backward, clip_grad_norm_(1.0) and one AdamW step with timm's
+         parameter groups. Tensors written (float32; <name> = every timm parameter name):
+             param.<name>    initial parameters
+             images          [6, 3*16*16] one normalised CHW image per row
+             labels          [6] class indices, stored as float32
+             logits [6, 5], loss [1]
+             grad.<name>     d(loss)/d(parameter), before clipping
+             grad_norm [1]   what clip_grad_norm_ returned (the norm before clipping)
+             updated.<name>  parameters after the clipped AdamW step
+         The architecture and the hyper-parameters are in the file's __metadata__.
+         Deterministic (one thread, fixed seed, reproducible writer): running it again with
+         the same BLAS gives the same bytes (the stored file was made with Debian's
+         reference libblas3; another BLAS changes the last bits, well inside the tolerances).
+
+  train  Trains the CIFAR-10 recipe of vit-train, with the same flag names and defaults,
+         so the C++ result can be compared with PyTorch's after the same number of epochs:
+             /usr/bin/python3 tests/reference/train_reference.py train \\
+                 --data CIFAR10_DIR --epochs E [--csv epochs.csv] [other flags]
+         DIR holds train.bin and test.bin in the CIFAR-10 binary layout (3073-byte records:
+         label, then the R, G, B planes of 32x32). Quick check:
+             ... train --data CIFAR10_DIR --epochs 1 --limit-train 1024 --limit-test 500
+         The recipe:
+           * data: (x / 255 - mean) / std with mean (0.4914, 0.4822, 0.4465),
+             std (0.2470, 0.2435, 0.2616); training images randomly cropped to 32 x 32 from
+             the image padded with 4 black pixels on each side, then flipped left-right with
+             probability 0.5 (resized to --image-size when that is not 32); a new random
+             order every epoch; the last incomplete batch dropped;
+           * model: class token, learned position table, final norm, class-token pooling,
+             exact GELU, LayerNorm eps 1e-6, qkv bias; mlp_hidden = embed_dim * mlp_ratio;
+             timm's initialisation (trunc_normal std 0.02 for the Linear weights, the patch
+             projection seen as a Linear, pos_embed and the head; zero biases; cls_token
+             normal std 1e-6; LayerNorm weight 1, bias 0);
+           * loss: cross-entropy with label smoothing; gradients clipped to a total 2-norm of
+             --clip-grad (0: no clipping);
+           * optimizer: torch.optim.AdamW (betas 0.9 / 0.999, eps 1e-8) with timm's two
+             parameter groups: weight decay for tensors with ndim >= 2 except cls_token and
+             pos_embed, none for biases, LayerNorms and the tokens;
+           * learning rate per optimizer step s (0-based) of S = epochs * steps_per_epoch,
+             W = warmup_epochs * steps_per_epoch: a linear warm-up from 0, then a cosine
+             from lr that reaches min_lr after the last step (timm's CosineLRScheduler per
+             step with warmup_lr_init 0 and warmup_prefix True; vit::train::CosineSchedule
+             with warmup_prefix = true):
+                 s < W:  lr * s / W
+                 else:   min_lr + (lr - min_lr) * (1 + cos(pi * (s - W) / (S - W))) / 2
+         Prints one line per epoch (epoch, mean train loss, train images/s measured over the
+         training loop only, test top-1 in percent) and at the end one JSON line
+         {"epochs", "test_top1" (percent), "images_per_s", "seconds", ...}; "seconds" is the
+         wall time of the whole run, "train_seconds" that of the training loops alone.
+         --csv writes the columns of vit-train's log.csv: epoch, train_loss, train_top1,
+         val_loss (test set, no smoothing), val_top1, val_top5 (fractions), lr (of the
+         epoch's last step), images_per_s, seconds (since the start).
+
+Needs Debian's python3-torch (torch 1.13) and numpy. Debian's torch does its matrix products
+with whatever libblas.so.3 the system selects; with the reference BLAS (libblas3, the default)
+training is several times slower than with OpenBLAS (package libopenblas0-pthread). `train`
+prints which BLAS it loaded, and sets OPENBLAS_NUM_THREADS to --threads unless it is set.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Tuple
+
+
+
+def _blas_threads_from_argv(argv: List[str]) -> int:
+    """Threads the BLAS should use: --threads of `train` (default 2), 1 for `step`."""
+    if not argv or argv[0] != "train":
+        return 1
+    for i, arg in enumerate(argv):
+        if arg.startswith("--threads="):
+            return int(arg.split("=", 1)[1])
+        if arg == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+    return 2
+
+
+# OpenBLAS, when it is the libblas.so.3 that torch and numpy load, reads its thread count
+# once, when it is loaded: set it before the imports below.
+if __name__ == "__main__":
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(_blas_threads_from_argv(sys.argv[1:])))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vit_reference import (ViTConfig, read_safetensors,  # noqa: E402
+                           write_safetensors)
+from vit_reference import forward as reference_forward  # noqa: E402
+
+# ----------------------------------------------------------------------------------------
+# the model: timm's VisionTransformer (class token, learned table, final norm, token pooling)
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Arch:
+    image_size: int
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_hidden: int
+    num_classes: int
+    in_chans: int = 3
+    layer_norm_eps: float = 1e-6
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        return 1 + self.grid * self.grid
+
+
+NO_WEIGHT_DECAY = {"cls_token", "dist_token", "pos_embed"}
+
+
+def param_shapes(a: Arch) -> List[Tuple[str, Tuple[int, ...]]]:
+    """timm's parameter names and shapes, in timm's (and named_parameters()') order."""
+    d, m = a.embed_dim, a.mlp_hidden
+    out = [("cls_token", (1, 1, d)), ("pos_embed", (1, a.num_tokens, d)),
+           ("patch_embed.proj.weight", (d, a.in_chans, a.patch_size, a.patch_size)),
+           ("patch_embed.proj.bias", (d,))]
+    for i in range(a.depth):
+        b = f"blocks.{i}."
+        out += [(b + "norm1.weight", (d,)), (b + "norm1.bias", (d,)),
+                (b + "attn.qkv.weight", (3 * d, d)), (b + "attn.qkv.bias", (3 * d,)),
+                (b + "attn.proj.weight", (d, d)), (b + "attn.proj.bias", (d,)),
+                (b + "norm2.weight", (d,)), (b + "norm2.bias", (d,)),
+                (b + "mlp.fc1.weight", (m, d)), (b + "mlp.fc1.bias", (m,)),
+                (b + "mlp.fc2.weight", (d, m)), (b + "mlp.fc2.bias", (d,))]
+    out += [("norm.weight", (d,)), ("norm.bias", (d,)),
+            ("head.weight", (a.num_classes, d)), ("head.bias", (a.num_classes,))]
+    return out
+
+
+def vit_forward(p: Dict[str, torch.Tensor], a: Arch, images: torch.Tensor) -> torch.Tensor:
+    """Logits [N, num_classes] of images [N, C, S, S], as timm's VisionTransformer.forward."""
+    n, d, heads = images.shape[0], a.embed_dim, a.num_heads
+    hd = d // heads
+    eps = a.layer_norm_eps
+    # patch embedding: a conv with stride = kernel = patch size; tokens row-major over the grid
+    x = F.conv2d(images, p["patch_embed.proj.weight"], p["patch_embed.proj.bias"],
+                 stride=a.patch_size)
+    x = x.flatten(2).transpose(1, 2)                                       # N, g*g, D
+    x = torch.cat([p["cls_token"].expand(n, -1, -1), x], dim=1) + p["pos_embed"]
+    t = x.shape[1]
+    for i in range(a.depth):
+        b = f"blocks.{i}."
+        y = F.layer_norm(x, (d,), p[b + "norm1.weight"], p[b + "norm1.bias"], eps)
+        qkv = F.linear(y, p[b + "attn.qkv.weight"], p[b + "attn.qkv.bias"])
+        qkv = qkv.reshape(n, t, 3, heads, hd).permute(2, 0, 3, 1, 4)      # 3, N, H, T, hd
+        q, k, v = qkv.unbind(0)
+        attn = (q @ k.transpose(-2, -1)) * (hd ** -0.5)
+        attn = attn.softmax(dim=-1)
+        y = (attn @ v).transpose(1, 2).reshape(n, t, d)
+        x = x + F.linear(y, p[b + "attn.proj.weight"], p[b + "attn.proj.bias"])
+        y = F.layer_norm(x, (d,), p[b + "norm2.weight"], p[b + "norm2.bias"], eps)
+        y = F.gelu(F.linear(y, p[b + "mlp.fc1.weight"], p[b + "mlp.fc1.bias"]))
+        x = x + F.linear(y, p[b + "mlp.fc2.weight"], p[b + "mlp.fc2.bias"])
+    x = F.layer_norm(x, (d,), p["norm.weight"], p["norm.bias"], eps)
+    return F.linear(x[:, 0], p["head.weight"], p["head.bias"])
+
+
+def uses_weight_decay(name: str, shape) -> bool:
+    """timm's rule: no decay for ndim <= 1, '.bias', and the no_weight_decay() names."""
+    return len(shape) >= 2 and not name.endswith(".bias") and name not in NO_WEIGHT_DECAY
+
+
+def make_adamw(params: Dict[str, torch.Tensor], lr: float, weight_decay: float):
+    decay = [t for k, t in params.items() if uses_weight_decay(k, t.shape)]
+    no_decay = [t for k, t in params.items() if not uses_weight_decay(k, t.shape)]
+    groups = [{"params": no_decay, "weight_decay": 0.0},
+              {"params": decay, "weight_decay": weight_decay}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+# ----------------------------------------------------------------------------------------
+# step: the one-step fixture
+# ----------------------------------------------------------------------------------------
+
+STEP_ARCH = Arch(image_size=16, patch_size=4, embed_dim=24, depth=2, num_heads=3,
+                 mlp_hidden=48, num_classes=5)
+STEP_BATCH = 6
+STEP_SEED = 0
+STEP_SMOOTHING = 0.1
+STEP_MAX_NORM = 1.0
+STEP_LR = 1e-3
+STEP_WEIGHT_DECAY = 0.05
+
+
+def step_params(a: Arch) -> Dict[str, torch.Tensor]:
+    """Random weights where every gradient is non-trivial: matrices (and the tokens)
+    truncated-normal std 0.2 (cut at 2 sigma), biases N(0, 0.05), LayerNorm weights
+    1 + N(0, 0.1), LayerNorm biases N(0, 0.05)."""
+    out = {}
+    for name, shape in param_shapes(a):
+        t = torch.empty(shape, dtype=torch.float32)
+        is_norm = ".norm" in "." + name
+        if is_norm and name.endswith(".weight"):
+            t = 1 + 0.1 * torch.randn(shape)
+        elif name.endswith(".bias"):
+            t = 0.05 * torch.randn(shape)
+        else:
+            torch.nn.init.trunc_normal_(t, std=0.2, a=-0.4, b=0.4)
+        out[name] = t.contiguous()
+    return out
+
+
+def run_step(params0: Dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
+             dtype: torch.dtype):
+    a = STEP_ARCH
+    p = {k: v.to(dtype).clone().requires_grad_(True) for k, v in params0.items()}
+    logits = vit_forward(p, a, images.to(dtype))
+    loss = F.cross_entropy(logits, labels, label_smoothing=STEP_SMOOTHING)
+    loss.backward()
+    grads = {k: v.grad.detach().clone() for k, v in p.items()}
+    norm = torch.nn.utils.clip_grad_norm_(list(p.values()), STEP_MAX_NORM)
+    opt = make_adamw(p, STEP_LR, STEP_WEIGHT_DECAY)
+    opt.step()
+    updated = {k: v.detach().clone() for k, v in p.items()}
+    return logits.detach(), loss.detach(), grads, norm.detach(), updated
+
+
+def rel_l2(got: torch.Tensor, ref: torch.Tensor) -> float:
+    got, ref = got.double(), ref.double()
+    return float((got - ref).norm() / ref.norm())
+
+
+def cmd_step(args) -> int:
+    torch.set_num_threads(1)
+    torch.manual_seed(STEP_SEED)
+    a = STEP_ARCH
+    params0 = step_params(a)
+    images = torch.randn(STEP_BATCH, a.in_chans, a.image_size, a.image_size)
+    labels = torch.tensor([0, 3, 1, 4, 2, 3], dtype=torch.int64)
+    assert labels.numel() == STEP_BATCH
+
+    logits, loss, grads, norm, updated = run_step(params0, images, labels, torch.float32)
+    assert float(norm) > STEP_MAX_NORM, "clipping should be active in the fixture"
+
+    # Cross-checks (printed, not stored): the independent inference forward of
+    # vit_reference.py, and the same step in float64 (the float32 noise floor).
+    cfg = ViTConfig(image_size=a.image_size, patch_size=a.patch_size, dim=a.embed_dim,
+                    depth=a.depth, heads=a.num_heads, mlp_dim=a.mlp_hidden,
+                    num_classes=a.num_classes)
+    with torch.no_grad():
+        other = reference_forward(params0, cfg, images)["logits"]
+    print(f"logits vs vit_reference.forward: max|diff| {float((other - logits).abs().max()):.2e}")
+    l64, loss64, g64, n64, u64 = run_step(params0, images, labels, torch.float64)
+    print(f"float32 vs float64: logits rel L2 {rel_l2(logits, l64):.2e}, loss rel "
+          f"{abs(float(loss) - float(loss64)) / float(loss64):.2e}, grad_norm rel "
+          f"{abs(float(norm) - float(n64)) / float(n64):.2e}")
+    worst_g = max((rel_l2(grads[k], g64[k]), k) for k in grads)
+    # The key rows of each qkv bias have a zero gradient in exact arithmetic (softmax ignores
+    # a shift shared by all keys), so AdamW moves them by +-lr with the sign of rounding noise:
+    # left out here.
+    d = a.embed_dim
+    worst_u = max((rel_l2(torch.cat([updated[k][:d], updated[k][2 * d:]]),
+                          torch.cat([u64[k][:d], u64[k][2 * d:]])) if k.endswith("attn.qkv.bias")
+                   else rel_l2(updated[k], u64[k]), k) for k in updated)
+    print(f"float32 vs float64: worst gradient rel L2 {worst_g[0]:.2e} ({worst_g[1]}), "
+          f"worst updated rel L2 {worst_u[0]:.2e} ({worst_u[1]}; key biases left out)")
+    smallest = min((float(g.abs().max()), k) for k, g in grads.items())
+    print(f"loss {float(loss):.6f}, grad_norm {float(norm):.6f}, "
+          f"smallest max|grad| {smallest[0]:.2e} ({smallest[1]})")
+
+    tensors = {}
+    for k in params0:
+        tensors["param." + k] = params0[k].numpy()
+        tensors["grad." + k] = grads[k].numpy()
+        tensors["updated." + k] = updated[k].numpy()
+    tensors["images"] = images.reshape(STEP_BATCH, -1).numpy()
+    tensors["labels"] = labels.to(torch.float32).numpy()
+    tensors["logits"] = logits.numpy()
+    tensors["loss"] = loss.reshape(1).numpy()
+    tensors["grad_norm"] = norm.reshape(1).to(torch.float32).numpy()
+    meta = {k: str(v) for k, v in asdict(a).items()}
+    meta.update({
+        "format": "pt", "qkv_bias": "true", "activation": "gelu_erf", "pooling": "cls",
+        "class_token": "true", "final_norm": "true", "batch": str(STEP_BATCH),
+        "label_smoothing": str(STEP_SMOOTHING), "max_norm": str(STEP_MAX_NORM),
+        "lr": str(STEP_LR), "beta1": "0.9", "beta2": "0.999", "adam_eps": "1e-08",
+        "weight_decay": str(STEP_WEIGHT_DECAY), "labels_dtype": "F32",
+        "torch": torch.__version__, "seed": str(STEP_SEED),
+    })
+    out = args.out
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    write_safetensors(out, tensors, meta)
+    print(f"wrote {out}: {len(tensors)} tensors")
+    # Read it back.
+    back, _ = read_safetensors(out)
+    assert all(np.array_equal(back[k], np.ascontiguousarray(v)) for k, v in tensors.items())
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
+# train: the CIFAR-10 recipe
+# ----------------------------------------------------------------------------------------
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+CIFAR_SIDE = 32
+CIFAR_RECORD = 1 + 3 * CIFAR_SIDE * CIFAR_SIDE
+
+
+def load_cifar(path: str, limit: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [N, 3, 32, 32], labels int64 [N]) of a CIFAR-10 binary file; the first
+    `limit` records when limit > 0."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % CIFAR_RECORD != 0:
+        raise SystemExit(f"{path}: {raw.size} bytes is not a whole number of "
+                         f"{CIFAR_RECORD}-byte CIFAR-10 records")
+    rec = raw.reshape(-1, CIFAR_RECORD)
+    if limit > 0:
+        rec = rec[:limit]
+    labels = rec[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        raise SystemExit(f"{path}: label {labels.max()} is not a CIFAR-10 class")
+    images = np.ascontiguousarray(rec[:, 1:].reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE))
+    return images, labels
+
+
+class Normalize:
+    def __init__(self, image_size: int):
+        self.mean = torch.tensor(CIFAR_MEAN, dtype=torch.float32).reshape(1, 3, 1, 1)
+        self.std = torch.tensor(CIFAR_STD, dtype=torch.float32).reshape(1, 3, 1, 1)
+        self.image_size = image_size
+
+    def __call__(self, u8: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(u8).to(torch.float32) / 255
+        if self.image_size != x.shape[-1]:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+        return (x - self.mean) / self.std
+
+
+def augment(u8: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+    """Random crop of the original size from the image padded with `pad` black pixels per
+    side, then a left-right flip with probability 0.5; vectorised over the batch."""
+    n, c, h, w = u8.shape
+    padded = np.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=np.uint8)
+    padded[:, :, pad:pad + h, pad:pad + w] = u8
+    top = rng.integers(0, 2 * pad + 1, size=n)
+    left = rng.integers(0, 2 * pad + 1, size=n)
+    flip = rng.random(n) < 0.5
+    cols = np.where(flip[:, None], np.arange(w)[::-1][None, :], np.arange(w)[None, :])
+    rows = top[:, None] + np.arange(h)[None, :]                      # n, h
+    cols = left[:, None] + cols                                      # n, w
+    out = padded[np.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))          # n, h, w, c -> n, c, h, w
+
+
+def timm_init(a: Arch) -> Dict[str, torch.Tensor]:
+    """timm's initialisation (see the header); draws from torch's global generator."""
+    out = {}
+    for name, shape in param_shapes(a):
+        t = torch.empty(shape, dtype=torch.float32)
+        if name == "cls_token":
+            torch.nn.init.normal_(t, std=1e-6)
+        elif name == "pos_embed" or (len(shape) >= 2):
+            # Linear weights, the patch projection (as a Linear on the flattened patch),
+            # pos_embed, head: truncated normal std 0.02, cut at +-2 (as timm)
+            torch.nn.init.trunc_normal_(t, std=0.02)
+        elif ".norm" in "." + name and name.endswith(".weight"):
+            t.fill_(1.0)
+        else:
+            t.zero_()
+        out[name] = t
+    return out
+
+
+def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
+    """Warm-up from 0 over `warmup` steps, then a cosine from lr to min_lr at `total`."""
+    if step < warmup:
+        return lr * step / warmup
+    t, period = step - warmup, total - warmup
+    if t >= period:
+        return min_lr
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t / period))
+
+
+@torch.no_grad()
+def evaluate(p, a: Arch, images: np.ndarray, labels: np.ndarray, norm: Normalize,
+             batch: int = 500) -> Tuple[float, float, float]:
+    """(mean cross-entropy without smoothing, top-1, top-5) over the set, as fractions."""
+    loss_sum, top1, top5 = 0.0, 0, 0
+    for i in range(0, len(labels), batch):
+        logits = vit_forward(p, a, norm(images[i:i + batch]))
+        y = torch.from_numpy(labels[i:i + batch])
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        top1 += int((best[:, 0] == y).sum())
+        top5 += int((best == y[:, None]).any(dim=1).sum())
+    n = max(1, len(labels))
+    return loss_sum / n, top1 / n, top5 / n
+
+
+def blas_libraries() -> List[str]:
+    """The BLAS shared libraries loaded in this process (Linux only; empty elsewhere)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f
+                     if "blas" in line.lower() and ".so" in line.split()[-1]}
+    except OSError:
+        return []
+    return sorted(paths)
+
+
+def cmd_train(args) -> int:
+    t_start = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    train_x, train_y = load_cifar(os.path.join(args.data, "train.bin"), args.limit_train)
+    test_x, test_y = load_cifar(os.path.join(args.data, "test.bin"), args.limit_test)
+    steps_per_epoch = len(train_y) // args.batch
+    if steps_per_epoch == 0:
+        raise SystemExit(f"{len(train_y)} training images: not one batch of {args.batch}")
+    total_steps = args.epochs * steps_per_epoch
+    warmup_steps = int(round(args.warmup_epochs * steps_per_epoch))
+    if args.epochs < 1:
+        raise SystemExit("--epochs must be at least 1")
+    if warmup_steps > total_steps:
+        print(f"# note: --warmup-epochs {args.warmup_epochs} is more than --epochs "
+              f"{args.epochs}: the whole run is warm-up", flush=True)
+        warmup_steps = total_steps
+
+    a = Arch(image_size=args.image_size, patch_size=args.patch_size, embed_dim=args.embed_dim,
+             depth=args.depth, num_heads=args.heads,
+             mlp_hidden=int(round(args.embed_dim * args.mlp_ratio)), num_classes=10)
+    if a.image_size % a.patch_size or a.embed_dim % a.num_heads:
+        raise SystemExit("image size must be a multiple of the patch size, "
+                         "embed dim a multiple of heads")
+    p = {k: v.requires_grad_(True) for k, v in timm_init(a).items()}
+    opt = make_adamw(p, args.lr, args.weight_decay)
+    norm = Normalize(a.image_size)
+    params = list(p.values())
+    n_params = sum(t.numel() for t in params)
+    print(f"# {len(train_y)} train / {len(test_y)} test images, {n_params} parameters, "
+          f"{steps_per_epoch} steps per epoch, {args.threads} threads, torch {torch.__version__}",
+          flush=True)
+    blas = blas_libraries()
+    print(f"# BLAS: {', '.join(blas) or 'unknown'}", flush=True)
+    if any(os.path.basename(os.path.dirname(b)) == "blas" for b in blas):
+        print("# note: this is the slow reference BLAS (Debian's libblas3); an optimised one "
+              "(libopenblas0-pthread) makes training several times faster", flush=True)
+
+    csv = None
+    if args.csv:
+        csv = open(args.csv, "w")
+        csv.write("epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,images_per_s,"
+                  "seconds\n")
+    step = 0
+    train_seconds = 0.0
+    top1 = val_top1 = val_top5 = float("nan")
+    lr = 0.0
+    for epoch in range(1, args.epochs + 1):
+        order = rng.permutation(len(train_y))
+        loss_sum, correct = 0.0, 0
+        t0 = time.perf_counter()
+        for b in range(steps_per_epoch):
+            idx = order[b * args.batch:(b + 1) * args.batch]
+            x = norm(augment(train_x[idx], rng))
+            y = torch.from_numpy(train_y[idx])
+            lr = lr_at(step, total_steps, warmup_steps, args.lr, args.min_lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            logits = vit_forward(p, a, x)
+            loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
+            opt.step()
+            loss_sum += float(loss)
+            correct += int((logits.detach().argmax(dim=1) == y).sum())
+            step += 1
+        seconds = time.perf_counter() - t0
+        train_seconds += seconds
+        images_per_s = steps_per_epoch * args.batch / seconds
+        val_loss, val_top1, val_top5 = evaluate(p, a, test_x, test_y, norm)
+        top1 = 100 * val_top1
+        train_loss = loss_sum / steps_per_epoch
+        train_top1 = correct / (steps_per_epoch * args.batch)
+        print(f"epoch {epoch:3d}  train loss {train_loss:.4f}  {images_per_s:8.1f} images/s  "
+              f"test top-1 {top1:6.2f}%  (train top-1 {100 * train_top1:.2f}%, test loss "
+              f"{val_loss:.4f}, test top-5 {100 * val_top5:.2f}%, lr {lr:.2e})", flush=True)
+        if csv:
+            csv.write(f"{epoch},{train_loss:.6f},{train_top1:.6f},{val_loss:.6f},{val_top1:.6f},"
+                      f"{val_top5:.6f},{lr:.6g},{images_per_s:.2f},"
+                      f"{time.perf_counter() - t_start:.2f}\n")
+            csv.flush()
+    if csv:
+        csv.close()
+    result = {
+        "epochs": args.epochs, "test_top1": round(top1, 2), "val_top1": val_top1,
+        "val_top5": val_top5,
+        "images_per_s": round(total_steps * args.batch / train_seconds, 2),
+        "seconds": round(time.perf_counter() - t_start, 2),
+        "train_seconds": round(train_seconds, 2), "steps": total_steps,
+        "train_images": len(train_y), "test_images": len(test_y), "threads": args.threads,
+        "torch": torch.__version__,
+    }
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
+
+
+def main(argv: List[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("step", help="write the one-training-step fixture")
+    s.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                 "..", "data", "train", "step.safetensors"))
+    t = sub.add_parser("train", help="train the CIFAR-10 recipe")
+    t.add_argument("--data", required=True, help="folder with train.bin and test.bin")
+    t.add_argument("--epochs", type=int, required=True)
+    t.add_argument("--image-size", type=int, default=32)
+    t.add_argument("--patch-size", type=int, default=4)
+    t.add_argument("--embed-dim", type=int, default=192)
+    t.add_argument("--depth", type=int, default=6)
+    t.add_argument("--heads", type=int, default=3)
+    t.add_argument("--mlp-ratio", type=float, default=2.0)
+    t.add_argument("--batch", type=int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--min-lr", type=float, default=1e-5)
+    t.add_argument("--warmup-epochs", type=float, default=2)
+    t.add_argument("--weight-decay", type=float, default=0.05)
+    t.add_argument("--label-smoothing", type=float, default=0.1)
+    t.add_argument("--clip-grad", type=float, default=1.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--limit-train", type=int, default=0, help="first N training images (0: all)")
+    t.add_argument("--limit-test", type=int, default=0, help="first N test images (0: all)")
+    t.add_argument("--csv", default="", help="also write the per-epoch lines to this CSV file")
+    args = ap.parse_args(argv)
+    return cmd_step(args) if args.command == "step" else cmd_train(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
