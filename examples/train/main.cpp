@@ -16,6 +16,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,7 @@
 #include "vit/train/evaluate.hpp"
 #include "vit/train/init.hpp"
 #include "vit/train/loss.hpp"
+#include "vit/train/mixup.hpp"
 #include "vit/train/optimizer.hpp"
 #include "vit/train/schedule.hpp"
 #include "vit/vit.hpp"
@@ -51,10 +53,53 @@ struct Options {
   // Recipe.
   int epochs = 30, batch = 128, warmup_epochs = 2, threads = 2;
   double lr = 1e-3, min_lr = 1e-5, weight_decay = 0.05, label_smoothing = 0.1, clip_grad = 1.0;
+  std::string optimizer = "adamw";
+  double momentum = 0.9;
+  // Regularisation: random erasing probability, Mixup / CutMix alphas (0: off).
+  double random_erase = 0.0, mixup = 0.0, cutmix = 0.0, mix_prob = 1.0;
   std::uint64_t seed = 0;
   int limit_train = 0, limit_val = 0;
+  int stop_after = 0;  // end this invocation after that epoch (0: run to --epochs)
   std::vector<double> mean, std;
+  std::set<std::string> given;  // options set on the command line ("--lr", ...)
 };
+
+// The recipe options, by their command-line names: saved in train_state.json
+// so that --resume continues with them unless given again.
+template <class F>
+void for_each_recipe_option(Options& o, F&& f) {
+  f("--epochs", o.epochs);
+  f("--batch", o.batch);
+  f("--warmup-epochs", o.warmup_epochs);
+  f("--lr", o.lr);
+  f("--min-lr", o.min_lr);
+  f("--weight-decay", o.weight_decay);
+  f("--label-smoothing", o.label_smoothing);
+  f("--clip-grad", o.clip_grad);
+  f("--optimizer", o.optimizer);
+  f("--momentum", o.momentum);
+  f("--random-erase", o.random_erase);
+  f("--mixup", o.mixup);
+  f("--cutmix", o.cutmix);
+  f("--mix-prob", o.mix_prob);
+  f("--seed", o.seed);
+  f("--backbone-lr-scale", o.backbone_lr_scale);
+  f("--linear-probe", o.linear_probe);
+  f("--limit-train", o.limit_train);
+}
+
+nlohmann::json recipe_json(Options o) {
+  nlohmann::json j;
+  for_each_recipe_option(o, [&j](const char* name, const auto& v) { j[name] = v; });
+  return j;
+}
+
+// Takes the saved recipe of a run being resumed, except what the command line sets.
+void restore_recipe(Options& o, const nlohmann::json& saved) {
+  for_each_recipe_option(o, [&](const char* name, auto& v) {
+    if (o.given.count(name) == 0 && saved.contains(name)) saved.at(name).get_to(v);
+  });
+}
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -105,14 +150,17 @@ vit::DataConfig scratch_data_config(const vit::data::Dataset& ds, int size) {
 
 // Training augmentation: folders get random resized crops; the small fixed-size
 // sets are brought to the model's size, then padded-and-cropped (1/8 of the side).
-vit::data::Transform train_transform(const vit::data::Dataset& ds, const vit::DataConfig& d) {
+vit::data::Transform train_transform(const vit::data::Dataset& ds, const vit::DataConfig& d,
+                                     double erase_p) {
   const int s = d.input_size;
   if (dynamic_cast<const vit::data::ImageFolder*>(&ds))
-    return vit::data::make_train_transform(s, vit::parse_interpolation(d.interpolation));
+    return vit::data::make_train_transform(s, vit::parse_interpolation(d.interpolation),
+                                           {0.08, 1.0}, {3.0 / 4.0, 4.0 / 3.0}, erase_p);
   vit::DataConfig resize = d;
   resize.crop_pct = 1.0;
   const vit::data::Transform to_size = vit::data::make_eval_transform(resize);
-  const vit::data::Transform augment = vit::data::make_cifar_train_transform(s, s / 8);
+  const vit::data::Transform augment =
+      vit::data::make_cifar_train_transform(s, s / 8, vit::Interpolation::bilinear, erase_p);
   return [to_size, augment, s](const vit::Image& im, std::mt19937_64& rng) {
     if (im.width == s && im.height == s) return augment(im, rng);
     return augment(to_size(im, rng), rng);
@@ -174,8 +222,16 @@ void write_csv(const std::string& path, const std::vector<EpochRecord>& log) {
   if (!out) throw vit::io_error(path + ": cannot write the training log");
 }
 
-int run(const Options& o) {
+int run(Options o) {
   const Clock::time_point start = Clock::now();
+  nlohmann::json resume_state;
+  if (!o.resume.empty()) {
+    resume_state = vit::io::detail::read_json_file(o.resume + "/train_state.json");
+    if (resume_state.contains("recipe")) restore_recipe(o, resume_state.at("recipe"));
+    if (o.warmup_epochs > o.epochs)
+      throw vit::argument_error("--warmup-epochs " + std::to_string(o.warmup_epochs) +
+                                " is more than --epochs " + std::to_string(o.epochs));
+  }
   // Data.
   const std::unique_ptr<vit::data::Dataset> train_full = vit_examples::open_dataset(o.data);
   const std::unique_ptr<vit::data::Dataset> val_full = vit_examples::open_dataset(o.val);
@@ -202,8 +258,11 @@ int run(const Options& o) {
     loaded.model.unpack_weights();
     model.emplace(std::move(loaded.model));
     data = loaded.info.data;
-    const nlohmann::json st = vit::io::detail::read_json_file(resume_dir + "/train_state.json");
-    first_epoch = st.at("epoch").get<int>();
+    first_epoch = resume_state.at("epoch").get<int>();
+    if (first_epoch >= o.epochs)
+      throw vit::argument_error(resume_dir + ": the run already did " +
+                                std::to_string(first_epoch) + " epochs; pass a larger --epochs " +
+                                "to train further");
   } else if (!o.model.empty()) {
     vit::LoadOptions lo;
     lo.image_size = o.image_size;
@@ -232,7 +291,7 @@ int run(const Options& o) {
       so.image_size = first.width;
     }
     model.emplace(scratch_model(so, classes, o.seed));
-    data = scratch_data_config(train, so.image_size);
+    data = scratch_data_config(*train_full, so.image_size);  // the reader, not the Prefix view
   }
   data.input_size = model->architecture().image_size;
   if (!o.mean.empty()) std::copy(o.mean.begin(), o.mean.end(), data.mean.begin());
@@ -249,11 +308,26 @@ int run(const Options& o) {
         if (!head && o.linear_probe) s.frozen = true;
         if (!head) s.lr_scale = o.backbone_lr_scale;
       });
-  vit::train::AdamWOptions ao;
-  ao.weight_decay = o.weight_decay;
-  vit::train::AdamW<float> opt(params, grads, ao, settings);
+  std::unique_ptr<vit::train::Optimizer<float>> optimizer;
+  if (o.optimizer == "sgd") {
+    vit::train::SGDOptions so;
+    so.momentum = o.momentum;
+    so.weight_decay = o.weight_decay;
+    optimizer = std::make_unique<vit::train::SGD<float>>(params, grads, so, settings);
+  } else {
+    vit::train::AdamWOptions ao;
+    ao.weight_decay = o.weight_decay;
+    optimizer = std::make_unique<vit::train::AdamW<float>>(params, grads, ao, settings);
+  }
+  vit::train::Optimizer<float>& opt = *optimizer;
   if (!resume_dir.empty())
     opt.load_state(vit::io::SafeTensors::open(resume_dir + "/optimizer.safetensors"));
+  vit::train::MixOptions mix;
+  mix.mixup_alpha = o.mixup;
+  mix.cutmix_alpha = o.cutmix;
+  mix.prob = o.mix_prob;
+  mix.smoothing = o.label_smoothing;
+  mix.validate();
 
   const int steps_per_epoch = train.size() / o.batch;  // the last partial batch is dropped
   vit::train::CosineSchedule sched;
@@ -264,7 +338,7 @@ int run(const Options& o) {
   sched.warmup_prefix = true;
   sched.validate();
 
-  const vit::data::Transform augment = train_transform(train, data);
+  const vit::data::Transform augment = train_transform(*train_full, data, o.random_erase);
   vit::DataConfig eval_cfg = data;
   const vit::data::Transform eval_tf = vit::data::make_eval_transform(eval_cfg);
   vit::data::BatchOptions bo = vit::data::BatchOptions::from(data);
@@ -309,7 +383,9 @@ int run(const Options& o) {
   }
   vit::Matrix<float> dlogits(o.batch, classes);
   double train_seconds = 0;
-  for (int epoch = first_epoch; epoch < o.epochs; ++epoch) {
+  const int last_epoch =
+      o.stop_after > 0 ? std::min(o.epochs, std::max(first_epoch, o.stop_after)) : o.epochs;
+  for (int epoch = first_epoch; epoch < last_epoch; ++epoch) {
     const std::vector<int> order = vit::data::shuffled(train.size(), o.seed, epoch);
     std::mt19937_64 rng = vit::data::make_rng(o.seed, 1000 + std::uint64_t(epoch));
     const Clock::time_point t0 = Clock::now();
@@ -321,10 +397,15 @@ int run(const Options& o) {
       const vit::data::Batch b = vit::data::make_batch(train, idx, augment, rng, bo);
       if (b.images.rows() == 0) continue;
       opt.zero_grad();
-      const vit::Matrix<float>& logits = bp.forward(*model, b.images);
+      vit::Matrix<float> images = b.images;
+      vit::Matrix<float> targets;
+      if (mix.enabled())
+        targets = vit::train::mix_batch(images, arch.image_size, b.labels, classes, mix, rng);
+      const vit::Matrix<float>& logits = bp.forward(*model, images);
       vit::MatrixRef<float> dl = dlogits.topRows(logits.rows());
-      const double loss =
-          vit::train::cross_entropy<float>(logits, b.labels, o.label_smoothing, &dl);
+      const double loss = mix.enabled() ? vit::train::cross_entropy<float>(logits, targets, &dl)
+                                        : vit::train::cross_entropy<float>(logits, b.labels,
+                                                                           o.label_smoothing, &dl);
       if (!std::isfinite(loss))
         throw vit::error("the loss became " + std::to_string(loss) + " at epoch " +
                          std::to_string(epoch + 1) + ", step " + std::to_string(s + 1) +
@@ -353,6 +434,7 @@ int run(const Options& o) {
     train_seconds += epoch_seconds;
     // Validation on a packed copy (the fast inference kernels).
     Model eval_model = *model;
+    eval_model.update_position_table();  // pos_embed changed since the last refresh
     eval_model.pack_weights();
     const vit::train::Evaluation ev =
         vit::train::evaluate(eval_model, val, eval_tf, bo, o.batch, o.threads);
@@ -376,12 +458,11 @@ int run(const Options& o) {
     opt.save_state(o.out + "/optimizer.safetensors");
     write_csv(o.out + "/log.csv", log);
     std::ofstream(o.out + "/train_state.json")
-        << nlohmann::json{{"epoch", epoch + 1}, {"epochs", o.epochs}, {"seed", o.seed}}.dump(2)
-        << "\n";
+        << nlohmann::json{{"epoch", epoch + 1}, {"recipe", recipe_json(o)}}.dump(2) << "\n";
     vit_examples::plot_curves(o.out + "/curves.png", log);
   }
   const EpochRecord* last = log.empty() ? nullptr : &log.back();
-  std::printf("%s\n", nlohmann::json{{"epochs", o.epochs},
+  std::printf("%s\n", nlohmann::json{{"epochs", last ? last->epoch : 0},
                                      {"val_top1", last ? last->val_top1 : 0.0},
                                      {"val_top5", last ? last->val_top5 : 0.0},
                                      {"train_seconds", train_seconds},
@@ -428,12 +509,24 @@ int main(int argc, char** argv) {
   app.add_option("--label-smoothing", o.label_smoothing)->check(CLI::Range(0.0, 0.99));
   app.add_option("--clip-grad", o.clip_grad, "max gradient norm (0: no clipping)")
       ->check(CLI::Range(0.0, 1e6));
+  app.add_option("--optimizer", o.optimizer, "adamw or sgd")
+      ->check(CLI::IsMember({"adamw", "sgd"}));
+  app.add_option("--momentum", o.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--random-erase", o.random_erase, "random erasing probability (0: off)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--mixup", o.mixup, "Mixup Beta alpha (0: off)")->check(CLI::Range(0.0, 100.0));
+  app.add_option("--cutmix", o.cutmix, "CutMix Beta alpha (0: off)")->check(CLI::Range(0.0, 100.0));
+  app.add_option("--mix-prob", o.mix_prob, "probability of mixing a batch")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--seed", o.seed);
   app.add_option("--threads", o.threads)->check(CLI::Range(1, 256));
   app.add_option("--limit-train", o.limit_train, "use the first N training images")
       ->check(CLI::Range(0, 1 << 30));
   app.add_option("--limit-val", o.limit_val, "use the first N validation images")
       ->check(CLI::Range(0, 1 << 30));
+  app.add_option("--stop-after", o.stop_after,
+                 "end this run after that epoch (continue later with --resume)")
+      ->check(CLI::Range(0, 100000));
   app.add_option("--mean", o.mean, "normalisation mean, 3 values")->expected(3);
   app.add_option("--std", o.std, "normalisation std, 3 values")->expected(3);
   try {
@@ -444,7 +537,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vit-train: error: %s (see --help)\n", e.what());
     return 2;
   }
-  if (o.warmup_epochs > o.epochs) {
+  for (const CLI::Option* opt : app.get_options())
+    if (opt->count() > 0) o.given.insert(opt->get_name());
+  if (o.resume.empty() && o.warmup_epochs > o.epochs) {
     std::fprintf(stderr, "vit-train: error: --warmup-epochs %d is more than --epochs %d\n",
                  o.warmup_epochs, o.epochs);
     return 2;

@@ -4,8 +4,6 @@
 // attention maps, and the error paths (exit codes and messages).
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
-
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -17,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "test_support.hpp"
 #include "vit/io/image_io.hpp"
 #include "vit/io/labels.hpp"
 #include "vit/io/safetensors.hpp"
@@ -27,36 +26,11 @@ namespace {
 
 const std::string data_dir = VIT_TEST_DATA_DIR;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("vit_test_cli_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using vit_test::quote;
+using vit_test::slurp;
+using vit_test::TempDir;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-struct Run {
-  int status = -1;
-  std::string out, err;
+struct Run : vit_test::Run {
   std::vector<nlohmann::json> json_lines() const {
     std::vector<nlohmann::json> lines;
     std::istringstream in(out);
@@ -68,14 +42,8 @@ struct Run {
 
 // Runs vit-classify with `args` (already quoted), capturing stdout and stderr.
 Run classify(const std::string& args) {
-  TempDir tmp;
-  const std::string cmd = quote(VIT_CLASSIFY_EXE) + " " + args + " > " + quote(tmp / "out") +
-                          " 2> " + quote(tmp / "err");
-  const int raw = std::system(cmd.c_str());
   Run r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = slurp(tmp / "out");
-  r.err = slurp(tmp / "err");
+  static_cast<vit_test::Run&>(r) = vit_test::run_program(VIT_CLASSIFY_EXE, args);
   return r;
 }
 

@@ -331,3 +331,26 @@ TEST_CASE("Backprop refuses what it cannot train, and wrong shapes") {
   bp.forward(m, M::Zero(2, 3 * 64));
   CHECK_THROWS_AS(bp.backward(m, M::Zero(2, 4)), vit::argument_error);
 }
+
+TEST_CASE("Backprop::forward uses pos_embed as it is now (an optimizer step changes it)") {
+  for (const bool class_token : {true, false}) {
+    INFO("class token " << class_token);
+    vit::Architecture a = small_architecture();
+    if (!class_token) {
+      a.class_token = false;
+      a.pooling = vit::Pooling::avg;
+    }
+    std::mt19937_64 rng(11);
+    Model model(a);
+    randomize(model, rng);
+    const M images = random(2, 3 * a.image_size * a.image_size, rng);
+    vit::train::Backprop<vit::DynamicConfig<double>> bp(model, 1);
+    const M before = bp.forward(model, images);
+    // What an optimizer does: change the parameter, not the cached table.
+    model.pos_embed += random(model.pos_embed.rows(), model.pos_embed.cols(), rng, 0.5);
+    const M after = bp.forward(model, images);
+    CHECK((after - before).cwiseAbs().maxCoeff() > 1e-3);
+    model.update_position_table();
+    CHECK((after - model(images)).cwiseAbs().maxCoeff() < 1e-12);
+  }
+}

@@ -1068,3 +1068,54 @@ TEST_CASE("augment: transforms for make_batch") {
   CHECK(c48.height == 48);
   CHECK_THROWS_AS(vit::data::make_cifar_train_transform(32, -1), vit::argument_error);
 }
+
+TEST_CASE("augment: random_erasing replaces one box with noise, the rest untouched") {
+  const vit::Image im = pattern(40, 30, 0, 0, 7);
+  std::mt19937_64 rng(21);
+  // p = 0: a copy, one number drawn.
+  std::mt19937_64 probe = rng;
+  CHECK(same(vit::data::random_erasing(im, rng, 0.0), im));
+  probe();
+  CHECK(rng() == probe());
+
+  int erased = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    std::mt19937_64 a{std::uint64_t(trial)}, b{std::uint64_t(trial)};
+    const vit::Image out = vit::data::random_erasing(im, a, 1.0);
+    CHECK(same(out, vit::data::random_erasing(im, b, 1.0)));  // reproducible
+    // The changed pixels lie in one box no larger than a third of the image
+    // (noise can equal the original byte, so the box is bounded from outside).
+    int x0 = im.width, y0 = im.height, x1 = -1, y1 = -1;
+    for (int y = 0; y < im.height; ++y)
+      for (int x = 0; x < im.width; ++x)
+        for (int c = 0; c < 3; ++c)
+          if (out.at(x, y, c) != im.at(x, y, c)) {
+            x0 = std::min(x0, x);
+            y0 = std::min(y0, y);
+            x1 = std::max(x1, x);
+            y1 = std::max(y1, y);
+          }
+    if (x1 < 0) continue;  // all 10 tries failed: nothing erased
+    ++erased;
+    CHECK(x1 - x0 + 1 < im.width);
+    CHECK(y1 - y0 + 1 < im.height);
+    CHECK((x1 - x0 + 1) * (y1 - y0 + 1) <= im.width * im.height / 3 + im.width + im.height);
+  }
+  CHECK(erased > 150);  // most tries find a box that fits
+
+  CHECK_THROWS_AS(vit::data::random_erasing(im, rng, 1.5), vit::argument_error);
+  CHECK_THROWS_AS(vit::data::random_erasing(im, rng, 0.5, {0.5, 0.1}), vit::argument_error);
+  CHECK_THROWS_AS(vit::data::random_erasing(im, rng, 0.5, {0.1, 0.2}, {0.0, 1.0}),
+                  vit::argument_error);
+  CHECK_THROWS_AS(vit::data::random_erasing(vit::Image(), rng), vit::argument_error);
+  // The transforms take the probability and check it.
+  CHECK_THROWS_AS(vit::data::make_cifar_train_transform(32, 4, vit::Interpolation::bilinear, 2.0),
+                  vit::argument_error);
+  const vit::Image small = pattern(32, 32, 0, 0, 1);
+  std::mt19937_64 r1(5), r2(5);
+  const auto plain = vit::data::make_cifar_train_transform(32, 4);
+  const auto erasing =
+      vit::data::make_cifar_train_transform(32, 4, vit::Interpolation::bilinear, 1.0);
+  const vit::Image e = erasing(small, r1);
+  CHECK_FALSE(same(e, plain(small, r2)));  // same crop and flip, then a box of noise
+}

@@ -6,12 +6,8 @@
 //   vit::Image b = vit::data::random_resized_crop(im, 224, 224, rng);  // ImageNet style
 //   std::vector<int> order = vit::data::shuffled(n, seed, epoch);
 //
-// Every random decision is derived here from the raw 64-bit outputs of
-// std::mt19937_64, whose sequence the C++ standard fixes; the standard
-// distributions (std::uniform_int_distribution, std::shuffle, ...) are left to
-// each library to implement and would give different results on different
-// platforms. So a seed gives the same shuffles and crops everywhere (up to the
-// last-ulp behaviour of std::log / std::exp in random_resized_crop_box).
+// Every random decision draws from vit/random.hpp, so a seed gives the same
+// shuffles and crops with every standard library.
 // Header-only; needs no image decoder.
 #pragma once
 
@@ -30,41 +26,19 @@
 #include "vit/error.hpp"
 #include "vit/image.hpp"
 #include "vit/preprocess.hpp"
+#include "vit/random.hpp"
 
 namespace vit {
 namespace data {
 
-// --- random numbers ------------------------------------------------------------------
-
-/// Uniform double in [0, 1): the top 53 bits of one output, times 2^-53.
-inline double random_unit(std::mt19937_64& rng) {
-  return double(rng() >> 11) * (1.0 / 9007199254740992.0);
-}
-
-/// Uniform double in [lo, hi): lo + (hi - lo) * random_unit(rng).
-inline double random_uniform(std::mt19937_64& rng, double lo, double hi) {
-  return lo + (hi - lo) * random_unit(rng);
-}
-
-/// Uniform integer in [0, n), n >= 1, without bias: outputs below 2^64 mod n
-/// are rejected and drawn again, the rest reduced mod n.
-inline std::uint64_t random_below(std::mt19937_64& rng, std::uint64_t n) {
-  if (n == 0) throw argument_error("random_below: n must be at least 1");
-  const std::uint64_t reject_below = (0 - n) % n;  // 2^64 mod n
-  for (;;) {
-    const std::uint64_t r = rng();
-    if (r >= reject_below) return r % n;
-  }
-}
+// The random primitives (vit/random.hpp), also under vit::data.
+using vit::make_rng;
+using vit::random_below;
+using vit::random_normal;
+using vit::random_uniform;
+using vit::random_unit;
 
 namespace detail {
-
-/// splitmix64's finaliser: a bijective mix of 64 bits.
-inline std::uint64_t mix64(std::uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 /// Python's round() to an integer: halves go to the even neighbour.
 inline double round_half_even(double x) {
@@ -75,14 +49,6 @@ inline double round_half_even(double x) {
 }
 
 }  // namespace detail
-
-/// A generator for stream `stream` (e.g. an epoch number) of run `seed`:
-/// std::mt19937_64 seeded with mix64(seed ^ mix64(stream + 0x9E3779B97F4A7C15)),
-/// mix64 being splitmix64's finaliser. Different (seed, stream) pairs give
-/// unrelated sequences.
-inline std::mt19937_64 make_rng(std::uint64_t seed, std::uint64_t stream = 0) {
-  return std::mt19937_64(detail::mix64(seed ^ detail::mix64(stream + 0x9E3779B97F4A7C15ull)));
-}
 
 /// A permutation of 0 .. n - 1 for epoch `epoch` of run `seed`: Fisher-Yates
 /// from the last position down (position i swaps with random_below(i + 1)),
@@ -234,6 +200,53 @@ inline Image random_resized_crop(const Image& in, int width, int height, std::mt
   return resize(crop(in, b.left, b.top, b.width, b.height), width, height, filter);
 }
 
+/// timm's RandomErasing (mode "pixel", one box): with probability p, up to
+/// 10 tries of an area fraction s ~ U(scale) and an aspect ratio
+/// r = exp(U(log ratio)), h = round(sqrt(A * s * r)), w = round(sqrt(A * s / r));
+/// the first box smaller than the image (w < W, h < H) is placed at
+/// top = random_below(H - h + 1), left = random_below(W - w + 1) and filled with
+/// uniform random bytes, fresh for every pixel and channel. timm fills with
+/// standard-normal values after normalisation; uniform bytes have about the
+/// same spread (std 74 of 255) and need no knowledge of mean and std here.
+/// Draws one number when it does not erase. Throws argument_error for an
+/// empty image, p outside [0, 1] or a bad scale / ratio range.
+inline Image random_erasing(const Image& in, std::mt19937_64& rng, double p = 0.25,
+                            std::array<double, 2> scale = {0.02, 1.0 / 3.0},
+                            std::array<double, 2> ratio = {0.3, 1.0 / 0.3}) {
+  vit::detail::check_image(in, "random_erasing");
+  if (!(p >= 0.0 && p <= 1.0))
+    throw argument_error("random_erasing: p must be in [0, 1], got " + std::to_string(p));
+  if (!(scale[0] >= 0.0) || !(scale[0] <= scale[1]) || !(scale[1] <= 1.0))
+    throw argument_error("random_erasing: scale must satisfy 0 <= min <= max <= 1, got (" +
+                         std::to_string(scale[0]) + ", " + std::to_string(scale[1]) + ")");
+  if (!(ratio[0] > 0.0) || !(ratio[0] <= ratio[1]) || !std::isfinite(ratio[1]))
+    throw argument_error("random_erasing: ratio must be finite with 0 < min <= max, got (" +
+                         std::to_string(ratio[0]) + ", " + std::to_string(ratio[1]) + ")");
+  Image out = in;
+  if (!(random_unit(rng) < p)) return out;
+  const double area = double(in.width) * double(in.height);
+  const double log_lo = std::log(ratio[0]), log_hi = std::log(ratio[1]);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target_area = area * random_uniform(rng, scale[0], scale[1]);
+    const double aspect = std::exp(random_uniform(rng, log_lo, log_hi));
+    const double h = detail::round_half_even(std::sqrt(target_area * aspect));
+    const double w = detail::round_half_even(std::sqrt(target_area / aspect));
+    if (!(w < in.width && h < in.height)) continue;
+    const int bh = int(h), bw = int(w);
+    const int top = int(random_below(rng, std::uint64_t(in.height - bh + 1)));
+    const int left = int(random_below(rng, std::uint64_t(in.width - bw + 1)));
+    for (int y = top; y < top + bh; ++y)
+      for (int x = left; x < left + bw; ++x) {
+        const std::uint64_t r = rng();  // one draw: the pixel's three bytes
+        out.at(x, y, 0) = std::uint8_t(r >> 56);
+        out.at(x, y, 1) = std::uint8_t(r >> 48);
+        out.at(x, y, 2) = std::uint8_t(r >> 40);
+      }
+    break;
+  }
+  return out;
+}
+
 // --- transforms for make_batch -----------------------------------------------------------
 
 /// Evaluation: vit::eval_transform(im, data) (resize, then centre crop to
@@ -246,33 +259,46 @@ inline Transform make_eval_transform(const DataConfig& data) {
 
 /// CIFAR-style training: random_crop to the image's own size with `padding`,
 /// random_horizontal_flip (p = 0.5), then a resize to image_size x image_size
-/// with `filter` if the image is not that size already.
+/// with `filter` if the image is not that size already, then random_erasing
+/// with probability `erase_p` (none by default).
 inline Transform make_cifar_train_transform(int image_size = 32, int padding = 4,
-                                            Interpolation filter = Interpolation::bilinear) {
+                                            Interpolation filter = Interpolation::bilinear,
+                                            double erase_p = 0.0) {
   vit::detail::check_output_size(image_size, image_size, "make_cifar_train_transform");
   if (padding < 0)
     throw argument_error("make_cifar_train_transform: padding must be >= 0, got " +
                          std::to_string(padding));
+  if (!(erase_p >= 0.0 && erase_p <= 1.0))
+    throw argument_error("make_cifar_train_transform: erase_p must be in [0, 1], got " +
+                         std::to_string(erase_p));
   return [=](const Image& im, std::mt19937_64& rng) {
     Image out = random_horizontal_flip(random_crop(im, im.width, im.height, padding, rng), rng);
     if (out.width != image_size || out.height != image_size)
       out = resize(out, image_size, image_size, filter);
+    if (erase_p > 0.0) out = random_erasing(out, rng, erase_p);
     return out;
   };
 }
 
 /// ImageNet-style training: random_resized_crop to image_size x image_size,
-/// then random_horizontal_flip (p = 0.5).
+/// then random_horizontal_flip (p = 0.5), then random_erasing with
+/// probability `erase_p` (none by default).
 inline Transform make_train_transform(int image_size,
                                       Interpolation filter = Interpolation::bilinear,
                                       std::array<double, 2> scale = {0.08, 1.0},
-                                      std::array<double, 2> ratio = {3.0 / 4.0, 4.0 / 3.0}) {
+                                      std::array<double, 2> ratio = {3.0 / 4.0, 4.0 / 3.0},
+                                      double erase_p = 0.0) {
   vit::detail::check_output_size(image_size, image_size, "make_train_transform");
   std::mt19937_64 probe(0);
   random_resized_crop_box(1, 1, probe, scale, ratio);  // validates scale and ratio now
+  if (!(erase_p >= 0.0 && erase_p <= 1.0))
+    throw argument_error("make_train_transform: erase_p must be in [0, 1], got " +
+                         std::to_string(erase_p));
   return [=](const Image& im, std::mt19937_64& rng) {
-    return random_horizontal_flip(
+    Image out = random_horizontal_flip(
         random_resized_crop(im, image_size, image_size, rng, filter, scale, ratio), rng);
+    if (erase_p > 0.0) out = random_erasing(out, rng, erase_p);
+    return out;
   };
 }
 

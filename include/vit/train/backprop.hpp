@@ -106,11 +106,23 @@ class Backprop {
       }
     }
     model.patch_embed.forward(images, int(s), patches_.topRows(n * p), tokens_.topRows(n * p), ctx);
+    // The position table from pos_embed as it is now: the model's cached
+    // position_table() is refreshed only by update_position_table(), and the
+    // optimizer changes pos_embed between steps. [T, D]
+    const Matrix<Scalar>* table = &model.position_table();
+    if (arch_.pos_embed == PosEmbedKind::learned) {
+      const Index stored_prefix = arch_.pos_embed_prefix ? prefix : 0;
+      pos_table_.resize(t, arch_.embed_dim);
+      pos_table_.topRows(prefix).setZero();
+      pos_table_.topRows(stored_prefix) = model.pos_embed.topRows(stored_prefix);
+      pos_table_.bottomRows(p) = model.pos_embed.bottomRows(p);
+      table = &pos_table_;
+    }
     Matrix<Scalar>& x0 = blocks_[0].x;
     for (Index i = 0; i < n; ++i) {
       if (arch_.class_token) x0.row(i * t) = model.cls_token;
       x0.middleRows(i * t + prefix, p) = tokens_.middleRows(i * p, p);
-      x0.middleRows(i * t, t) += model.position_table();
+      x0.middleRows(i * t, t) += *table;
     }
     for (std::size_t b = 0; b < model.blocks.size(); ++b)
       block_forward(model.blocks[b], blocks_[b], b + 1 < blocks_.size() ? blocks_[b + 1].x : x_out_,
@@ -384,6 +396,7 @@ class Backprop {
   std::vector<Matrix<Scalar>> head_scratch_;  // one (T, T) per thread
   std::vector<BlockCache> blocks_;
   Matrix<Scalar> patches_, tokens_, dtokens_;
+  Matrix<Scalar> pos_table_;  // [T, D] from pos_embed at each forward (learned tables)
   Matrix<Scalar> x_out_, normed_, norm_stats_, dnormed_;
   Matrix<Scalar> pooled_, dpooled_, features_, dfeatures_, fc_stats_, logits_;
   Matrix<Scalar> dx_, dmid_, dln_, dqkv_, dcontext_, dhidden_;

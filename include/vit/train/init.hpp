@@ -6,20 +6,12 @@
 #include <random>
 #include <string>
 
+#include "vit/random.hpp"
 #include "vit/vision_transformer.hpp"
 
 namespace vit::train {
 
 namespace detail {
-
-// A standard normal draw from the raw 64-bit output (Box-Muller), so that a
-// seed gives the same weights with every standard library.
-inline double normal(std::mt19937_64& rng) {
-  const double two_pi = 6.283185307179586;
-  const double u1 = (double(rng() >> 11) + 1.0) * (1.0 / 9007199254740993.0);  // (0, 1]
-  const double u2 = double(rng() >> 11) * (1.0 / 9007199254740992.0);
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(two_pi * u2);
-}
 
 inline bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -39,7 +31,7 @@ void init_weights(VisionTransformer<Config>& model, std::uint64_t seed) {
   // so at std 0.02 they never cut (100 std away).
   auto truncated = [&rng](double std) {
     for (;;) {
-      const double v = std * detail::normal(rng);
+      const double v = std * random_normal(rng);
       if (std::abs(v) <= 2.0) return v;
     }
   };
@@ -55,7 +47,7 @@ void init_weights(VisionTransformer<Config>& model, std::uint64_t seed) {
       if (is_norm)
         v = detail::ends_with(p.name, ".weight") ? 1.0 : 0.0;
       else if (p.name == "cls_token" || p.name == "dist_token")
-        v = 1e-6 * detail::normal(rng);
+        v = 1e-6 * random_normal(rng);
       else if (detail::ends_with(p.name, ".weight") || p.name == "pos_embed")
         v = truncated(0.02);
       p.data[i] = Scalar(v);

@@ -53,6 +53,40 @@ double cross_entropy(const MatrixCRef<Scalar>& logits, const std::vector<int>& l
   return total / double(n);
 }
 
+/// Mean cross-entropy against soft targets (rows of class probabilities,
+/// e.g. from mix_batch): - mean_i sum_j targets(i, j) log softmax(logits)_ij.
+///   logits, targets: [N, C]; dlogits: null, or [N, C] for d(loss)/d(logits).
+template <class Scalar>
+double cross_entropy(const MatrixCRef<Scalar>& logits, const MatrixCRef<float>& targets,
+                     MatrixRef<Scalar>* dlogits = nullptr) {
+  const Index n = logits.rows(), c = logits.cols();
+  if (targets.rows() != n || targets.cols() != c)
+    throw argument_error("cross_entropy: targets are " + std::to_string(targets.rows()) + "x" +
+                         std::to_string(targets.cols()) + ", the logits " + std::to_string(n) +
+                         "x" + std::to_string(c));
+  if (dlogits && (dlogits->rows() != n || dlogits->cols() != c))
+    throw argument_error("cross_entropy: dlogits must be [N, C] like the logits");
+  if (n == 0) return 0.0;
+  double total = 0.0;
+  for (Index i = 0; i < n; ++i) {
+    const double top = double(logits.row(i).maxCoeff());
+    double sum = 0.0, mass = 0.0;
+    for (Index j = 0; j < c; ++j) sum += std::exp(double(logits(i, j)) - top);
+    const double log_z = top + std::log(sum);
+    for (Index j = 0; j < c; ++j) {
+      const double log_p = double(logits(i, j)) - log_z, t = double(targets(i, j));
+      total -= t * log_p;
+      mass += t;
+    }
+    // d/dz_j = mass * p_j - t_j (mass = 1 for a distribution).
+    if (dlogits)
+      for (Index j = 0; j < c; ++j)
+        (*dlogits)(i, j) = Scalar(
+            (mass * std::exp(double(logits(i, j)) - log_z) - double(targets(i, j))) / double(n));
+  }
+  return total / double(n);
+}
+
 /// Index of the largest logit of each row (the predicted class).
 template <class Scalar>
 std::vector<int> argmax_rows(const MatrixCRef<Scalar>& logits) {

@@ -218,6 +218,12 @@ class Optimizer {
   static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
                 "vit::train optimizers work on float or double");
 
+  virtual ~Optimizer() = default;
+
+  /// One update of every unfrozen parameter with learning rate lr (times its
+  /// lr_scale); see AdamW and SGD.
+  virtual void step(double lr) = 0;
+
   const std::vector<ParameterRef<Scalar>>& params() const { return params_; }
   const std::vector<ParameterRef<Scalar>>& grads() const { return grads_; }
   const std::vector<ParamSettings>& settings() const { return settings_; }
@@ -471,7 +477,7 @@ class AdamW : public Optimizer<Scalar> {
   const AdamWOptions& options() const { return options_; }
 
   /// One update with base learning rate `lr` (>= 0). Allocates nothing.
-  void step(double lr) {
+  void step(double lr) override {
     this->check_lr(lr);
     const std::int64_t t = ++this->steps_;
     const double b1 = options_.beta1, b2 = options_.beta2;
@@ -553,7 +559,7 @@ class SGD : public Optimizer<Scalar> {
   const SGDOptions& options() const { return options_; }
 
   /// One update with base learning rate `lr` (>= 0). Allocates nothing.
-  void step(double lr) {
+  void step(double lr) override {
     this->check_lr(lr);
     const bool first = this->steps_ == 0;
     ++this->steps_;
