@@ -37,15 +37,24 @@ Two subcommands:
            * data: (x / 255 - mean) / std with mean (0.4914, 0.4822, 0.4465),
              std (0.2470, 0.2435, 0.2616); training images randomly cropped to 32 x 32 from
              the image padded with 4 black pixels on each side, then flipped left-right with
-             probability 0.5 (resized to --image-size when that is not 32); a new random
-             order every epoch; the last incomplete batch dropped;
-           * model: class token, learned position table, final norm, class-token pooling,
-             exact GELU, LayerNorm eps 1e-6, qkv bias; mlp_hidden = embed_dim * mlp_ratio;
-             timm's initialisation (trunc_normal std 0.02 for the Linear weights, the patch
-             projection seen as a Linear, pos_embed and the head; zero biases; cls_token
-             normal std 1e-6; LayerNorm weight 1, bias 0);
-           * loss: cross-entropy with label smoothing; gradients clipped to a total 2-norm of
-             --clip-grad (0: no clipping);
+             probability 0.5 (resized to --image-size when that is not 32), then with
+             --random-erase P random erasing of the uint8 image (vit::data::random_erasing:
+             with probability P one box of 2% to 1/3 of the area, aspect 0.3 to 1/0.3,
+             filled with random bytes); a new random order every epoch; the last incomplete
+             batch dropped;
+           * model: class token, learned position table, exact GELU, LayerNorm eps 1e-6,
+             qkv bias; mlp_hidden = embed_dim * mlp_ratio; --pool token (default): final
+             norm, class-token pooling; --pool avg (timm's global_pool='avg'): no final norm,
+             the mean of the patch tokens, then fc_norm; timm's initialisation
+             (trunc_normal std 0.02 for the Linear weights, the patch projection seen as a
+             Linear, pos_embed and the head; zero biases; cls_token normal std 1e-6;
+             LayerNorm weight 1, bias 0);
+           * Mixup / CutMix with --mixup A / --cutmix A (Beta alphas, 0: off), --mix-prob:
+             timm's Mixup in mode 'batch' (vit::train::mix_batch) on the normalised batch,
+             switch probability 0.5, soft targets from the label-smoothed one-hot vectors;
+           * loss: cross-entropy with label smoothing (with mixing: the soft-target
+             cross-entropy of the mixed targets; training top-1 still counts the original
+             labels); gradients clipped to a total 2-norm of --clip-grad (0: no clipping);
            * optimizer: torch.optim.AdamW (betas 0.9 / 0.999, eps 1e-8) with timm's two
              parameter groups: weight decay for tensors with ndim >= 2 except cls_token and
              pos_embed, none for biases, LayerNorms and the tokens;
@@ -108,8 +117,14 @@ from vit_reference import (ViTConfig, read_safetensors,  # noqa: E402
 from vit_reference import forward as reference_forward  # noqa: E402
 
 # ----------------------------------------------------------------------------------------
-# the model: timm's VisionTransformer (class token, learned table, final norm, token pooling)
+# the model: timm's VisionTransformer (class token, learned table, token or avg pooling)
 # ----------------------------------------------------------------------------------------
+
+# Pooling of the encoder output, as vit-train's --pool (timm's global_pool):
+#   token: the class token after the final `norm` (timm's default);
+#   avg:   the mean of the patch tokens (the class token is still in the sequence but left
+#          out of the mean), no final norm (timm's Identity), `fc_norm` on the pooled vector.
+POOLS = ("token", "avg")
 
 
 @dataclass
@@ -136,7 +151,7 @@ class Arch:
 NO_WEIGHT_DECAY = {"cls_token", "dist_token", "pos_embed"}
 
 
-def param_shapes(a: Arch) -> List[Tuple[str, Tuple[int, ...]]]:
+def param_shapes(a: Arch, pool: str = "token") -> List[Tuple[str, Tuple[int, ...]]]:
     """timm's parameter names and shapes, in timm's (and named_parameters()') order."""
     d, m = a.embed_dim, a.mlp_hidden
     out = [("cls_token", (1, 1, d)), ("pos_embed", (1, a.num_tokens, d)),
@@ -150,13 +165,18 @@ def param_shapes(a: Arch) -> List[Tuple[str, Tuple[int, ...]]]:
                 (b + "norm2.weight", (d,)), (b + "norm2.bias", (d,)),
                 (b + "mlp.fc1.weight", (m, d)), (b + "mlp.fc1.bias", (m,)),
                 (b + "mlp.fc2.weight", (d, m)), (b + "mlp.fc2.bias", (d,))]
-    out += [("norm.weight", (d,)), ("norm.bias", (d,)),
-            ("head.weight", (a.num_classes, d)), ("head.bias", (a.num_classes,))]
+    if pool == "avg":
+        out += [("fc_norm.weight", (d,)), ("fc_norm.bias", (d,))]
+    else:
+        out += [("norm.weight", (d,)), ("norm.bias", (d,))]
+    out += [("head.weight", (a.num_classes, d)), ("head.bias", (a.num_classes,))]
     return out
 
 
-def vit_forward(p: Dict[str, torch.Tensor], a: Arch, images: torch.Tensor) -> torch.Tensor:
-    """Logits [N, num_classes] of images [N, C, S, S], as timm's VisionTransformer.forward."""
+def vit_forward(p: Dict[str, torch.Tensor], a: Arch, images: torch.Tensor,
+                pool: str = "token") -> torch.Tensor:
+    """Logits [N, num_classes] of images [N, C, S, S], as timm's VisionTransformer.forward
+    with global_pool = pool (see POOLS)."""
     n, d, heads = images.shape[0], a.embed_dim, a.num_heads
     hd = d // heads
     eps = a.layer_norm_eps
@@ -179,6 +199,10 @@ def vit_forward(p: Dict[str, torch.Tensor], a: Arch, images: torch.Tensor) -> to
         y = F.layer_norm(x, (d,), p[b + "norm2.weight"], p[b + "norm2.bias"], eps)
         y = F.gelu(F.linear(y, p[b + "mlp.fc1.weight"], p[b + "mlp.fc1.bias"]))
         x = x + F.linear(y, p[b + "mlp.fc2.weight"], p[b + "mlp.fc2.bias"])
+    if pool == "avg":
+        pooled = x[:, 1:].mean(dim=1)                                      # patch tokens only
+        pooled = F.layer_norm(pooled, (d,), p["fc_norm.weight"], p["fc_norm.bias"], eps)
+        return F.linear(pooled, p["head.weight"], p["head.bias"])
     x = F.layer_norm(x, (d,), p["norm.weight"], p["norm.bias"], eps)
     return F.linear(x[:, 0], p["head.weight"], p["head.bias"])
 
@@ -372,18 +396,90 @@ def augment(u8: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarra
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))          # n, h, w, c -> n, c, h, w
 
 
-def timm_init(a: Arch) -> Dict[str, torch.Tensor]:
+def random_erase(u8: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """Random erasing of each image of a uint8 batch [N, C, H, W], in place (and returned):
+    the algorithm of vit::data::random_erasing (timm's RandomErasing, mode 'pixel', one box).
+    With probability p, up to 10 tries of a box of area A * U(0.02, 1/3) and aspect
+    exp(U(log 0.3, log(1/0.3))); the first that fits strictly inside the image is placed
+    uniformly and filled with uniform random bytes."""
+    n, c, h, w = u8.shape
+    area = float(h * w)
+    log_ratio = (math.log(0.3), math.log(1 / 0.3))
+    for i in range(n):
+        if not rng.random() < p:
+            continue
+        for _ in range(10):
+            target_area = area * float(rng.uniform(0.02, 1 / 3))
+            aspect = math.exp(float(rng.uniform(*log_ratio)))
+            # Python's round is half-to-even, as the C++ round_half_even
+            bh = round(math.sqrt(target_area * aspect))
+            bw = round(math.sqrt(target_area / aspect))
+            if not (bw < w and bh < h):
+                continue
+            top = int(rng.integers(0, h - bh + 1))
+            left = int(rng.integers(0, w - bw + 1))
+            u8[i, :, top:top + bh, left:left + bw] = rng.integers(0, 256, size=(c, bh, bw),
+                                                                  dtype=np.uint8)
+            break
+    return u8
+
+
+def smoothed_one_hot(labels: torch.Tensor, classes: int, smoothing: float) -> torch.Tensor:
+    """[N, classes] targets: smoothing / classes everywhere, 1 - smoothing more on the label
+    (the target F.cross_entropy's label_smoothing uses)."""
+    off = smoothing / classes
+    t = torch.full((labels.shape[0], classes), off, dtype=torch.float32)
+    return t.scatter_(1, labels[:, None], 1.0 - smoothing + off)
+
+
+def mix_batch(x: torch.Tensor, labels: torch.Tensor, classes: int, mixup_alpha: float,
+              cutmix_alpha: float, mix_prob: float, smoothing: float, rng: np.random.Generator,
+              switch_prob: float = 0.5) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(images, soft targets) of timm's Mixup in mode 'batch' (vit::train::mix_batch) on the
+    normalised batch x [N, C, S, S]: one factor lam for the whole batch, image i mixed with
+    image N-1-i. Not mixed (smoothed one-hot targets) with probability 1 - mix_prob."""
+    targets = smoothed_one_hot(labels, classes, smoothing)
+    if not rng.random() < mix_prob:
+        return x, targets
+    # CutMix or Mixup: a coin only when both are on
+    cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < switch_prob)
+    alpha = cutmix_alpha if cutmix else mixup_alpha
+    lam = float(rng.beta(alpha, alpha))
+    flipped = x.flip(0)
+    if cutmix:
+        s = x.shape[-1]
+        half = int(s * math.sqrt(1 - lam)) // 2
+        cy, cx = int(rng.integers(0, s)), int(rng.integers(0, s))
+        y0, y1 = min(max(cy - half, 0), s), min(max(cy + half, 0), s)
+        x0, x1 = min(max(cx - half, 0), s), min(max(cx + half, 0), s)
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = flipped[:, :, y0:y1, x0:x1]
+        # the box was clipped at the border: lam is the share of the image actually kept
+        lam = 1 - (y1 - y0) * (x1 - x0) / (s * s)
+    else:
+        x = lam * x + (1 - lam) * flipped
+    return x, lam * targets + (1 - lam) * targets.flip(0)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of -sum(targets * log_softmax(logits)) (timm's
+    SoftTargetCrossEntropy; vit::train::cross_entropy with a target matrix)."""
+    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def timm_init(a: Arch, pool: str = "token") -> Dict[str, torch.Tensor]:
     """timm's initialisation (see the header); draws from torch's global generator."""
     out = {}
-    for name, shape in param_shapes(a):
+    for name, shape in param_shapes(a, pool):
         t = torch.empty(shape, dtype=torch.float32)
+        is_norm = ".norm" in "." + name or name.startswith("fc_norm.")
         if name == "cls_token":
             torch.nn.init.normal_(t, std=1e-6)
         elif name == "pos_embed" or (len(shape) >= 2):
             # Linear weights, the patch projection (as a Linear on the flattened patch),
             # pos_embed, head: truncated normal std 0.02, cut at +-2 (as timm)
             torch.nn.init.trunc_normal_(t, std=0.02)
-        elif ".norm" in "." + name and name.endswith(".weight"):
+        elif is_norm and name.endswith(".weight"):
             t.fill_(1.0)
         else:
             t.zero_()
@@ -403,11 +499,11 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float
 
 @torch.no_grad()
 def evaluate(p, a: Arch, images: np.ndarray, labels: np.ndarray, norm: Normalize,
-             batch: int = 500) -> Tuple[float, float, float]:
+             pool: str = "token", batch: int = 500) -> Tuple[float, float, float]:
     """(mean cross-entropy without smoothing, top-1, top-5) over the set, as fractions."""
     loss_sum, top1, top5 = 0.0, 0, 0
     for i in range(0, len(labels), batch):
-        logits = vit_forward(p, a, norm(images[i:i + batch]))
+        logits = vit_forward(p, a, norm(images[i:i + batch]), pool)
         y = torch.from_numpy(labels[i:i + batch])
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         best = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -453,13 +549,27 @@ def cmd_train(args) -> int:
     if a.image_size % a.patch_size or a.embed_dim % a.num_heads:
         raise SystemExit("image size must be a multiple of the patch size, "
                          "embed dim a multiple of heads")
-    p = {k: v.requires_grad_(True) for k, v in timm_init(a).items()}
+    if not 0 <= args.random_erase <= 1 or not 0 <= args.mix_prob <= 1:
+        raise SystemExit("--random-erase and --mix-prob must be in [0, 1]")
+    if args.mixup < 0 or args.cutmix < 0:
+        raise SystemExit("--mixup and --cutmix must be >= 0")
+    # as vit::train::MixOptions::enabled(): otherwise the plain label-smoothed loss
+    mixing = args.mix_prob > 0 and (args.mixup > 0 or args.cutmix > 0)
+    p = {k: v.requires_grad_(True) for k, v in timm_init(a, args.pool).items()}
     opt = make_adamw(p, args.lr, args.weight_decay)
     norm = Normalize(a.image_size)
     params = list(p.values())
     n_params = sum(t.numel() for t in params)
     print(f"# {len(train_y)} train / {len(test_y)} test images, {n_params} parameters, "
           f"{steps_per_epoch} steps per epoch, {args.threads} threads, torch {torch.__version__}",
+          flush=True)
+    print(f"# model: width {a.embed_dim}, depth {a.depth}, heads {a.num_heads}, "
+          f"mlp {a.mlp_hidden}, patch {a.patch_size}, image {a.image_size}, pool {args.pool}; "
+          f"recipe: epochs {args.epochs}, warmup {args.warmup_epochs}, batch {args.batch}, "
+          f"lr {args.lr:g}, min-lr {args.min_lr:g}, weight-decay {args.weight_decay:g}, "
+          f"label-smoothing {args.label_smoothing:g}, clip-grad {args.clip_grad:g}, "
+          f"random-erase {args.random_erase:g}, mixup {args.mixup:g}, cutmix {args.cutmix:g}, "
+          f"mix-prob {args.mix_prob:g} (mixing {'on' if mixing else 'off'}), seed {args.seed}",
           flush=True)
     blas = blas_libraries()
     print(f"# BLAS: {', '.join(blas) or 'unknown'}", flush=True)
@@ -482,25 +592,34 @@ def cmd_train(args) -> int:
         t0 = time.perf_counter()
         for b in range(steps_per_epoch):
             idx = order[b * args.batch:(b + 1) * args.batch]
-            x = norm(augment(train_x[idx], rng))
+            u8 = augment(train_x[idx], rng)
+            if args.random_erase > 0:  # no draws when off: the old runs stay reproducible
+                u8 = random_erase(u8, rng, args.random_erase)
+            x = norm(u8)
             y = torch.from_numpy(train_y[idx])
             lr = lr_at(step, total_steps, warmup_steps, args.lr, args.min_lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-            logits = vit_forward(p, a, x)
-            loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+            if mixing:
+                x, targets = mix_batch(x, y, a.num_classes, args.mixup, args.cutmix,
+                                       args.mix_prob, args.label_smoothing, rng)
+                logits = vit_forward(p, a, x, args.pool)
+                loss = soft_cross_entropy(logits, targets)
+            else:
+                logits = vit_forward(p, a, x, args.pool)
+                loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if args.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
             opt.step()
             loss_sum += float(loss)
-            correct += int((logits.detach().argmax(dim=1) == y).sum())
+            correct += int((logits.detach().argmax(dim=1) == y).sum())  # original labels
             step += 1
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         images_per_s = steps_per_epoch * args.batch / seconds
-        val_loss, val_top1, val_top5 = evaluate(p, a, test_x, test_y, norm)
+        val_loss, val_top1, val_top5 = evaluate(p, a, test_x, test_y, norm, args.pool)
         top1 = 100 * val_top1
         train_loss = loss_sum / steps_per_epoch
         train_top1 = correct / (steps_per_epoch * args.batch)
@@ -521,7 +640,8 @@ def cmd_train(args) -> int:
         "seconds": round(time.perf_counter() - t_start, 2),
         "train_seconds": round(train_seconds, 2), "steps": total_steps,
         "train_images": len(train_y), "test_images": len(test_y), "threads": args.threads,
-        "torch": torch.__version__,
+        "torch": torch.__version__, "pool": args.pool, "random_erase": args.random_erase,
+        "mixup": args.mixup, "cutmix": args.cutmix, "mix_prob": args.mix_prob,
     }
     print(json.dumps(result), flush=True)
     return 0
@@ -545,6 +665,8 @@ def main(argv: List[str]) -> int:
     t.add_argument("--depth", type=int, default=6)
     t.add_argument("--heads", type=int, default=3)
     t.add_argument("--mlp-ratio", type=float, default=2.0)
+    t.add_argument("--pool", choices=POOLS, default="token",
+                   help="token: class token + final norm; avg: mean of the patch tokens + fc_norm")
     t.add_argument("--batch", type=int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--min-lr", type=float, default=1e-5)
@@ -552,6 +674,12 @@ def main(argv: List[str]) -> int:
     t.add_argument("--weight-decay", type=float, default=0.05)
     t.add_argument("--label-smoothing", type=float, default=0.1)
     t.add_argument("--clip-grad", type=float, default=1.0)
+    t.add_argument("--random-erase", type=float, default=0.0,
+                   help="random erasing probability per training image (0: off)")
+    t.add_argument("--mixup", type=float, default=0.0, help="Mixup Beta alpha (0: off)")
+    t.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta alpha (0: off)")
+    t.add_argument("--mix-prob", type=float, default=1.0,
+                   help="probability of mixing a batch (with --mixup / --cutmix)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--limit-train", type=int, default=0, help="first N training images (0: all)")
