@@ -1,6 +1,6 @@
 // vit-classify: classify photos with any supported ViT checkpoint.
 //
-//   vit-classify --model PATH [--image-size N] [--crop-pct F] [--top-k K] [--labels FILE]
+//   vit-classify [--model PATH] [--image-size N] [--crop-pct F] [--top-k K] [--labels FILE]
 //                [--threads N] [--batch N] [--precision fp32|bf16|int8] [--json] [--logits]
 //                [--attention-map OUT.png]
 //                IMAGE...
@@ -99,8 +99,8 @@ int main(int argc, char** argv) {
       "torchvision safetensors).",
       "vit-classify"};
   app.add_option("--model", o.model,
-                 "a .safetensors file, or a folder with model.safetensors and its config files")
-      ->required();
+                 "a .safetensors file, or a folder with model.safetensors and its config files "
+                 "(default: the bundled CIFAR-10 model, " VIT_DEFAULT_MODEL ")");
   app.add_option("--image-size", o.image_size,
                  "run the model at this input size (resamples the position table)")
       ->check(CLI::Range(1, 16384));
@@ -143,6 +143,23 @@ int main(int argc, char** argv) {
   if (o.logits && !o.json) {
     std::fprintf(stderr, "vit-classify: error: --logits needs --json\n");
     return 2;
+  }
+
+  // Without --model: the bundled model, from the source tree or where it was installed.
+  if (o.model.empty()) {
+    std::error_code ec;
+    for (const char* dir : {VIT_DEFAULT_MODEL, VIT_INSTALLED_MODEL})
+      if (std::filesystem::exists(std::string(dir) + "/model.safetensors", ec)) {
+        o.model = dir;
+        break;
+      }
+    if (o.model.empty()) {
+      std::fprintf(stderr,
+                   "vit-classify: error: no --model given, and the bundled model is neither in "
+                   "%s nor in %s\n",
+                   VIT_DEFAULT_MODEL, VIT_INSTALLED_MODEL);
+      return 2;
+    }
   }
 
   // The model, its preprocessing and its class names.

@@ -225,6 +225,25 @@ TEST_CASE("--precision bf16 and int8: logits near fp32's, same top class") {
   }
 }
 
+TEST_CASE("without --model: the bundled CIFAR-10 model, which sees the dog photo as a dog") {
+  const Run r = classify("--json " + quote(VIT_EXAMPLE_IMAGES "/dog_labrador.jpg") + " " +
+                         quote(VIT_EXAMPLE_IMAGES "/cat_chelsea.png"));
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const auto lines = r.json_lines();
+  REQUIRE(lines.size() == 2);
+  const std::vector<std::string> cifar10 = {"airplane", "automobile", "bird",  "cat",  "deer",
+                                            "dog",      "frog",       "horse", "ship", "truck"};
+  for (const auto& line : lines) {
+    const auto& top = line.at("top_k");
+    REQUIRE(top.size() == 5);
+    for (const auto& t : top) CHECK(t.at("label") == cifar10.at(t.at("index").get<std::size_t>()));
+  }
+  const auto& dog = lines[0].at("top_k");
+  CHECK(dog[0].at("label") == "dog");
+  CHECK(dog[0].at("probability").get<double>() > 0.5);
+}
+
 TEST_CASE("errors: one clear line on stderr and a non-zero exit code") {
   const std::string tiny = data_dir + "/timm_vit_tiny_p16_224";
   const std::string img = quote(tiny + "/input.png");
@@ -240,7 +259,6 @@ TEST_CASE("errors: one clear line on stderr and a non-zero exit code") {
       {"--model " + quote(tiny) + " --crop-pct 0 " + img, "--crop-pct", 2},
       {"--model " + quote(tiny) + " --batch abc " + img, "--batch", 2},
       {"--model " + quote(tiny), "images", 2},
-      {img, "--model", 2},
       {"--model " + quote(tiny) + " --logits " + img, "--logits needs --json", 2},
       {"--model " + quote(tiny) + " --labels /nonexistent.txt " + img, "/nonexistent.txt", 2},
       {"--model " + quote(tiny) + " --no-such-flag " + img, "no-such-flag", 2},
