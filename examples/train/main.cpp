@@ -228,10 +228,10 @@ int run(Options o) {
   if (!o.resume.empty()) {
     resume_state = vit::io::detail::read_json_file(o.resume + "/train_state.json");
     if (resume_state.contains("recipe")) restore_recipe(o, resume_state.at("recipe"));
-    if (o.warmup_epochs > o.epochs)
-      throw vit::argument_error("--warmup-epochs " + std::to_string(o.warmup_epochs) +
-                                " is more than --epochs " + std::to_string(o.epochs));
   }
+  if (o.warmup_epochs > o.epochs)  // checked after a resumed run's recipe is restored
+    throw vit::argument_error("--warmup-epochs " + std::to_string(o.warmup_epochs) +
+                              " is more than --epochs " + std::to_string(o.epochs));
   // Data.
   const std::unique_ptr<vit::data::Dataset> train_full = vit_examples::open_dataset(o.data);
   const std::unique_ptr<vit::data::Dataset> val_full = vit_examples::open_dataset(o.val);
@@ -394,14 +394,13 @@ int run(Options o) {
     for (int s = 0; s < steps_per_epoch; ++s) {
       const std::vector<int> idx(order.begin() + std::ptrdiff_t(s) * o.batch,
                                  order.begin() + std::ptrdiff_t(s + 1) * o.batch);
-      const vit::data::Batch b = vit::data::make_batch(train, idx, augment, rng, bo);
+      vit::data::Batch b = vit::data::make_batch(train, idx, augment, rng, bo);  // mixed in place
       if (b.images.rows() == 0) continue;
       opt.zero_grad();
-      vit::Matrix<float> images = b.images;
       vit::Matrix<float> targets;
       if (mix.enabled())
-        targets = vit::train::mix_batch(images, arch.image_size, b.labels, classes, mix, rng);
-      const vit::Matrix<float>& logits = bp.forward(*model, images);
+        targets = vit::train::mix_batch(b.images, arch.image_size, b.labels, classes, mix, rng);
+      const vit::Matrix<float>& logits = bp.forward(*model, b.images);
       vit::MatrixRef<float> dl = dlogits.topRows(logits.rows());
       const double loss = mix.enabled() ? vit::train::cross_entropy<float>(logits, targets, &dl)
                                         : vit::train::cross_entropy<float>(logits, b.labels,
@@ -539,11 +538,6 @@ int main(int argc, char** argv) {
   }
   for (const CLI::Option* opt : app.get_options())
     if (opt->count() > 0) o.given.insert(opt->get_name());
-  if (o.resume.empty() && o.warmup_epochs > o.epochs) {
-    std::fprintf(stderr, "vit-train: error: --warmup-epochs %d is more than --epochs %d\n",
-                 o.warmup_epochs, o.epochs);
-    return 2;
-  }
   try {
     return run(o);
   } catch (const vit::argument_error& e) {
