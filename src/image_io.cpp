@@ -99,27 +99,88 @@ bool png_header(const std::uint8_t* head, std::size_t size, std::uint32_t* w, st
   return true;
 }
 
-bool within_limits(std::uint64_t w, std::uint64_t h) {
-  return w >= 1 && h >= 1 && w <= std::uint64_t(kMaxImageSide) &&
-         h <= std::uint64_t(kMaxImageSide) && w * h <= std::uint64_t(kMaxImagePixels);
+void check_limits(const ImageLimits& limits, const std::string& source) {
+  if (limits.max_side < 1 || limits.max_side > kMaxImageSide || limits.max_pixels < 1)
+    throw argument_error(source + ": ImageLimits out of range (max_side " +
+                         std::to_string(limits.max_side) + " must be in 1.." +
+                         std::to_string(kMaxImageSide) + ", max_pixels " +
+                         std::to_string(limits.max_pixels) + " must be >= 1)");
 }
 
-[[noreturn]] void throw_too_large(const std::string& source, std::uint64_t w, std::uint64_t h) {
-  throw image_error(
-      source + ": image is " + std::to_string(w) + "x" + std::to_string(h) +
-      " pixels, beyond the supported limits (each side <= " + std::to_string(kMaxImageSide) +
-      ", at most " + std::to_string(kMaxImagePixels) + " pixels)");
+bool within_limits(std::uint64_t w, std::uint64_t h, const ImageLimits& limits) {
+  const auto side = std::uint64_t(limits.max_side);
+  // Both sides <= 32768, so the product cannot overflow.
+  return w >= 1 && h >= 1 && w <= side && h <= side && w * h <= std::uint64_t(limits.max_pixels);
+}
+
+[[noreturn]] void throw_too_large(const std::string& source, std::uint64_t w, std::uint64_t h,
+                                  const ImageLimits& limits) {
+  throw image_error(source + ": image is " + std::to_string(w) + "x" + std::to_string(h) +
+                    " pixels, beyond the limits (each side <= " + std::to_string(limits.max_side) +
+                    ", at most " + std::to_string(limits.max_pixels) +
+                    " pixels; see vit::ImageLimits)");
 }
 
 /// stb failed on the header: name the dimensions if a PNG header says they are
 /// beyond our limits (the cause of stb's refusal), otherwise give stb's reason.
 [[noreturn]] void throw_bad_header(const std::string& source, const std::uint8_t* head,
-                                   std::size_t size, const std::string& reason) {
+                                   std::size_t size, const std::string& reason,
+                                   const ImageLimits& limits) {
   std::uint32_t w = 0, h = 0;
   int channels = 0;
-  if (png_header(head, size, &w, &h, &channels) && !within_limits(w, h))
-    throw_too_large(source, w, h);
+  if (png_header(head, size, &w, &h, &channels) && !within_limits(w, h, limits))
+    throw_too_large(source, w, h, limits);
   throw image_error(source + ": cannot decode image: " + reason);
+}
+
+/// stb_image 2.27 (Debian 12) builds a JPEG Huffman table from whatever code
+/// counts a DHT segment claims; more than 256 codes overrun its 257-entry
+/// size table (found by fuzz/fuzz_image.cpp, fixed upstream in 2.28). This
+/// refuses such a table before stb sees the file: the segments before the
+/// first scan are walked as stb walks them (junk and fill bytes skipped,
+/// APPn/COM skipped by length, so binary EXIF or ICC data is never mistaken
+/// for a table); from the first scan on, where stb's position depends on its
+/// entropy decoding, every 0xFF 0xC4 is read as a DHT (entropy-coded data
+/// stuffs each 0xFF with 0x00, so in a sound file these are real markers).
+void check_jpeg_huffman_tables(const std::uint8_t* p, std::size_t size, const std::string& source) {
+  std::size_t pos = 0;
+  while (pos < size && p[pos] == 0xFF) ++pos;
+  if (pos == 0 || pos >= size || p[pos] != 0xD8) return;  // stb: a JPEG starts with SOI
+  ++pos;
+  const auto byte = [&](std::size_t i) -> std::size_t {
+    return i < size ? p[i] : 0;
+  };  // stb: 0 at EOF
+  const auto fail = [&](const std::string& what) {
+    throw image_error(source + ": cannot decode image: corrupt JPEG (" + what + ")");
+  };
+  std::size_t tables = 0;
+  // The DHT whose length field starts at `at`: class/id byte, 16 code counts,
+  // the symbols, repeated until the length is used up (stb reads on past the
+  // segment's end).
+  const auto check_dht = [&](std::size_t at) {
+    std::int64_t left = std::int64_t((byte(at) << 8) | byte(at + 1)) - 2;
+    for (std::size_t t = at + 2; left > 0 && t < size;) {
+      if (++tables > 4096) fail("more than 4096 Huffman tables");
+      std::size_t codes = 0;
+      for (std::size_t k = 1; k <= 16; ++k) codes += byte(t + k);
+      if (codes > 256)
+        fail("a Huffman table with " + std::to_string(codes) + " codes; at most 256");
+      t += 17 + codes;
+      left -= std::int64_t(17 + codes);
+    }
+  };
+  while (pos < size) {
+    while (pos < size && p[pos] != 0xFF) ++pos;  // stb skips junk between segments
+    while (pos < size && p[pos] == 0xFF) ++pos;  // and fill bytes
+    if (pos >= size) return;
+    const std::uint8_t marker = p[pos++];
+    if (marker == 0xD9) return;  // end of image
+    if (marker == 0xDA) break;   // first scan
+    if (marker == 0xC4) check_dht(pos);
+    pos += (byte(pos) << 8) | byte(pos + 1);
+  }
+  for (std::size_t m = pos; m + 1 < size; ++m)
+    if (p[m] == 0xFF && p[m + 1] == 0xC4) check_dht(m + 2);
 }
 
 /// Appends stb's encoder output to a byte vector; never throws into C code.
@@ -167,7 +228,9 @@ File create_temp_next_to(const std::filesystem::path& target, std::filesystem::p
 }  // namespace
 }  // namespace detail
 
-Image decode_image(const std::uint8_t* data, std::size_t size, const std::string& source) {
+Image decode_image(const std::uint8_t* data, std::size_t size, const std::string& source,
+                   const ImageLimits& limits) {
+  detail::check_limits(limits, source);
   if (size == 0) throw image_error(source + ": empty file (0 bytes), not an image");
   if (!data) throw argument_error(source + ": decode_image: data is null but size is not 0");
   if (size > std::size_t(INT_MAX))
@@ -175,33 +238,59 @@ Image decode_image(const std::uint8_t* data, std::size_t size, const std::string
                       " bytes is beyond the decoder's limit of " + std::to_string(INT_MAX));
   const int len = static_cast<int>(size);
 
+  detail::check_jpeg_huffman_tables(data, size, source);
   // Header first: refuse huge dimensions before anything is allocated.
   int w = 0, h = 0, channels = 0;
   if (!detail::stb::info_from_memory(data, len, &w, &h, &channels))
-    detail::throw_bad_header(source, data, size, detail::stb_reason());
-  if (!detail::within_limits(std::uint64_t(w), std::uint64_t(h)))
-    detail::throw_too_large(source, std::uint64_t(w), std::uint64_t(h));
+    detail::throw_bad_header(source, data, size, detail::stb_reason(), limits);
+  if (!detail::within_limits(std::uint64_t(w), std::uint64_t(h), limits))
+    detail::throw_too_large(source, std::uint64_t(w), std::uint64_t(h), limits);
 
-  // 3 channels requested: stb replicates gray, drops alpha, expands palettes,
-  // keeps the high byte of 16-bit samples, and decodes a GIF's first frame.
-  int dw = 0, dh = 0;
-  std::unique_ptr<unsigned char, detail::PixelsFree> rgb(
-      detail::stb::load_from_memory(data, len, &dw, &dh, &channels, 3));
-  if (!rgb) throw image_error(source + ": cannot decode image: " + detail::stb_reason());
+  // stb 2.27 reads 16-bit PNM samples in the machine's byte order, not the
+  // format's big-endian one, so it would hand back the wrong byte of each.
+  if (size >= 2 && data[0] == 'P' && (data[1] == '5' || data[1] == '6') &&
+      detail::stb::is_16_bit_from_memory(data, len))
+    throw image_error(source +
+                      ": 16-bit PNM (maxval above 255) is not supported; convert it "
+                      "to 8 bits or to PNG");
+  // Decoded in the file's own channels, then made RGB here: stb 2.27 (Debian
+  // 12) converts channels before narrowing 16-bit samples, which overran its
+  // buffer for 16-bit PNM files (found by fuzz/fuzz_image.cpp; refused above,
+  // but no format should depend on that order). stb still
+  // expands palettes, keeps the high byte of 16-bit samples and decodes a
+  // GIF's first frame; gray is replicated and alpha dropped, as its own
+  // conversion to 3 channels does.
+  int dw = 0, dh = 0, n = 0;
+  std::unique_ptr<unsigned char, detail::PixelsFree> pixels(
+      detail::stb::load_from_memory(data, len, &dw, &dh, &n, 0));
+  if (!pixels) throw image_error(source + ": cannot decode image: " + detail::stb_reason());
   if (dw != w || dh != h)  // the header and the decoder disagree: do not trust either
     throw image_error(source + ": header says " + std::to_string(w) + "x" + std::to_string(h) +
                       ", decoder produced " + std::to_string(dw) + "x" + std::to_string(dh));
+  if (n < 1 || n > 4)
+    throw image_error(source + ": cannot decode image: " + std::to_string(n) + " channels");
 
   Image image;
   image.width = w;
   image.height = h;
-  image.pixels.assign(rgb.get(), rgb.get() + std::size_t(w) * std::size_t(h) * 3);
+  const std::size_t count = std::size_t(w) * std::size_t(h);
+  image.pixels.resize(count * 3);
+  const unsigned char* src = pixels.get();
+  std::uint8_t* dst = image.pixels.data();
+  const std::size_t step = std::size_t(n);
+  for (std::size_t i = 0; i < count; ++i, src += step, dst += 3) {
+    const bool gray = n < 3;
+    dst[0] = src[0];
+    dst[1] = gray ? src[0] : src[1];
+    dst[2] = gray ? src[0] : src[2];
+  }
   return image;
 }
 
-Image load_image(const std::string& path) {
+Image load_image(const std::string& path, const ImageLimits& limits) {
+  detail::check_limits(limits, path);
   const std::vector<std::uint8_t> bytes = detail::read_all(path);
-  return decode_image(bytes.data(), bytes.size(), path);
+  return decode_image(bytes.data(), bytes.size(), path, limits);
 }
 
 ImageInfo probe_image(const std::string& path) {

@@ -13,6 +13,8 @@ namespace vit::detail::stb {
 /// stbi_info_from_memory / stbi_info_from_file: true on success.
 bool info_from_memory(const unsigned char* data, int len, int* w, int* h, int* comp);
 bool info_from_file(std::FILE* f, int* w, int* h, int* comp);
+/// stbi_is_16_bit_from_memory: true if the samples have 16 bits.
+bool is_16_bit_from_memory(const unsigned char* data, int len);
 
 /// stbi_load_from_memory converted to `req_comp` 8-bit channels; nullptr on
 /// failure. Free the result with free_pixels.

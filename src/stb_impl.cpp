@@ -26,6 +26,10 @@ bool info_from_file(std::FILE* f, int* w, int* h, int* comp) {
   return stbi_info_from_file(f, w, h, comp) != 0;
 }
 
+bool is_16_bit_from_memory(const unsigned char* data, int len) {
+  return stbi_is_16_bit_from_memory(data, len) != 0;
+}
+
 unsigned char* load_from_memory(const unsigned char* data, int len, int* w, int* h, int* comp,
                                 int req_comp) {
   return stbi_load_from_memory(data, len, w, h, comp, req_comp);

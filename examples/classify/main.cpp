@@ -2,11 +2,12 @@
 //
 //   vit-classify [--model PATH] [--image-size N] [--crop-pct F] [--top-k K] [--labels FILE]
 //                [--threads N] [--batch N] [--precision fp32|bf16|int8] [--json] [--logits]
-//                [--attention-map OUT.png]
+//                [--attention-map OUT.png] [--no-check-finite]
 //                IMAGE...
 //
 // Exit status: 0 all images classified; 1 some image could not be read (the
-// others are still classified); 2 bad arguments; 3 the model could not be loaded.
+// others are still classified); 2 bad arguments; 3 the model could not be loaded
+// (also when a weight is NaN or infinite, unless --no-check-finite).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -47,6 +48,8 @@ struct Options {
   bool json = false;
   bool logits = false;
   std::string attention_map;
+  bool no_check_finite = false;
+  std::int64_t max_pixels = vit::kDefaultMaxImagePixels;
   std::vector<std::string> images;
 };
 
@@ -130,6 +133,14 @@ int main(int argc, char** argv) {
   app.add_option("--attention-map", o.attention_map,
                  "write the attention rollout over the image as PNG (several images: "
                  "OUT-<k>.png)");
+  app.add_flag("--no-check-finite", o.no_check_finite,
+               "do not check the weights for NaN / Inf when loading (the check reads every "
+               "weight once more: skip it to load a large, trusted model faster, or to run a "
+               "broken one anyway)");
+  app.add_option("--max-pixels", o.max_pixels,
+                 "refuse images with more pixels than this (read from the file header, before "
+                 "decoding)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{vit::kMaxImageSide} * vit::kMaxImageSide));
   app.add_option("images", o.images, "images to classify (PNG, JPEG, BMP, TGA, GIF, PNM)")
       ->required();
   try {
@@ -170,6 +181,7 @@ int main(int argc, char** argv) {
     vit::LoadOptions lo;
     lo.image_size = o.image_size;
     lo.precision = vit::parse_precision(o.precision);
+    lo.check_finite = !o.no_check_finite;  // a NaN weight would only show as NaN logits
     loaded.emplace(vit::load_model<float>(o.model, lo));
     data = loaded->info.data;
     data.input_size = loaded->model.architecture().image_size;
@@ -209,6 +221,8 @@ int main(int argc, char** argv) {
   std::size_t done = 0;
   double model_ms = 0;
   const auto t_start = Clock::now();
+  vit::ImageLimits limits;
+  limits.max_pixels = o.max_pixels;
   // One Output per worker thread, reused across batches.
   std::vector<vit::Output<float>> outputs(threads);
 
@@ -221,7 +235,8 @@ int main(int argc, char** argv) {
       for (std::size_t i = worker; i < slots.size(); i += threads) {
         try {
           const std::string& path = o.images[first + i];
-          slots[i] = Item{first + i, path, vit::eval_transform(vit::load_image(path), data)};
+          slots[i] =
+              Item{first + i, path, vit::eval_transform(vit::load_image(path, limits), data)};
         } catch (const std::exception& e) {
           errors[i] = e.what();
         }

@@ -1,6 +1,6 @@
 // vit-eval: accuracy of a classifier checkpoint on a labelled data set.
 //
-//   vit-eval --model PATH --data PATH [--json] [--batch N] [--threads N]
+//   vit-eval --model PATH --data PATH [--json] [--batch N] [--threads N] [--no-check-finite]
 //
 // --data: a CIFAR-10 binary file, a Fashion-MNIST IDX image file (labels
 // beside it) or an image folder (one sub-folder per class, sorted names =
@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Accuracy of a Vision Transformer classifier on a labelled data set."};
   std::string model_path, data_path, precision = "fp32";
   int batch = 64, threads = 1;
-  bool json = false;
+  bool json = false, no_check_finite = false;
   app.add_option("--model", model_path, "checkpoint: a model folder or .safetensors file")
       ->required();
   app.add_option("--data", data_path, "CIFAR-10 .bin, IDX images, or a folder of class folders")
@@ -35,6 +35,10 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision, "fp32, bf16 or int8")
       ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
   app.add_flag("--json", json, "one JSON object on stdout");
+  app.add_flag("--no-check-finite", no_check_finite,
+               "do not check the weights for NaN / Inf when loading (the check reads every "
+               "weight once more: skip it to load a large, trusted model faster, or to measure "
+               "a broken one anyway)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -46,6 +50,7 @@ int main(int argc, char** argv) {
   try {
     vit::LoadOptions lo;
     lo.precision = vit::parse_precision(precision);
+    lo.check_finite = !no_check_finite;  // a NaN weight would only show as a wrong accuracy
     const auto loaded = vit::load_model<float>(model_path, lo);
     const auto ds = vit_examples::open_dataset(data_path);
     const int classes = loaded.model.architecture().num_classes;

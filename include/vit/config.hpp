@@ -107,6 +107,10 @@ struct Architecture {
     if (image_size > 16384 || embed_dim > 65536 || mlp_hidden > 262144 || depth > 1024 ||
         num_classes > 1000000 || in_chans > 64 || representation_size > 65536)
       return "a dimension is beyond the supported limits";
+    // Attention memory grows with tokens^2: a 128 x 128 grid (2048 pixels at
+    // patch 16) is far beyond any published ViT and still fits in memory.
+    if (image_size / patch_size > 128)
+      return "more than 128 x 128 patches (image_size / patch_size > 128)";
     return nullptr;
   }
 

@@ -210,7 +210,9 @@ class VisionTransformer {
   /// The position table added to the tokens at the current image size, (T, D).
   const Matrix<Scalar>& position_table() const { return pos_table_; }
 
-  /// Forward pass of a batch; results in `out` (see Output).
+  /// Forward pass of a batch; results in `out` (see Output). forward() is
+  /// const and only reads the model: several threads may call it at once on
+  /// one model, each with its own Output, and get the bits one thread would.
   void forward(const MatrixCRef<Scalar>& images, Output<Scalar>& out,
                const ForwardOptions& options = {}) const {
     const Index s = arch_.image_size, c = arch_.in_chans;

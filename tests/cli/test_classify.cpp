@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string>
@@ -244,6 +245,43 @@ TEST_CASE("without --model: the bundled CIFAR-10 model, which sees the dog photo
   CHECK(dog[0].at("probability").get<double>() > 0.5);
 }
 
+TEST_CASE("a model with a NaN weight is refused by name, and runs with --no-check-finite") {
+  // The Hugging Face fixture with one NaN in block 0's MLP: the error names
+  // the tensor as the file does.
+  TempDir tmp;
+  const std::string hf = data_dir + "/hf_vit_p16_32";
+  const std::string bad = "vit.encoder.layer.0.intermediate.dense.weight";
+  const auto src = vit::io::SafeTensors::open(hf + "/model.safetensors");
+  vit::io::SafeTensorsWriter w;
+  for (const auto& t : src.tensors()) {
+    std::vector<float> v = src.read<float>(t.name);
+    if (t.name == bad) v[100] = std::numeric_limits<float>::quiet_NaN();
+    w.add(t.name, t.shape, v);
+  }
+  w.write(tmp / "model.safetensors");
+  fs::copy_file(hf + "/hf_config.json", tmp / "config.json");
+  const std::string args = "--model " + quote(tmp.path.string()) + " --json ";
+  const std::string img = quote(hf + "/input.png");
+
+  Run r = classify(args + img);
+  INFO(r.err);
+  CHECK(r.status == 3);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("vit-classify: error:") != std::string::npos);
+  CHECK(r.err.find(tmp / "model.safetensors") != std::string::npos);
+  CHECK(r.err.find("'" + bad + "'") != std::string::npos);
+  CHECK(r.err.find("(nan) at element 100") != std::string::npos);
+
+  r = classify(args + "--no-check-finite " + img);
+  INFO(r.err);
+  CHECK(r.status == 0);
+  CHECK(r.json_lines().size() == 1);
+  // The clean fixture passes the check, which is on by default.
+  CHECK(classify("--model " + quote(hf) + " " + img).status == 0);
+  const Run help = classify("--help");
+  CHECK(help.out.find("--no-check-finite") != std::string::npos);
+}
+
 TEST_CASE("errors: one clear line on stderr and a non-zero exit code") {
   const std::string tiny = data_dir + "/timm_vit_tiny_p16_224";
   const std::string img = quote(tiny + "/input.png");
@@ -263,6 +301,9 @@ TEST_CASE("errors: one clear line on stderr and a non-zero exit code") {
       {"--model " + quote(tiny) + " --labels /nonexistent.txt " + img, "/nonexistent.txt", 2},
       {"--model " + quote(tiny) + " --no-such-flag " + img, "no-such-flag", 2},
       {"--model " + quote(tiny) + " --precision fp16 " + img, "fp16", 2},
+      // 224 x 224 = 50176 pixels: refused from the header, named with the limit.
+      {"--model " + quote(tiny) + " --max-pixels 50175 " + img, "224x224", 1},
+      {"--model " + quote(tiny) + " --max-pixels 0 " + img, "--max-pixels", 2},
   };
   for (const auto& c : cases) {
     INFO(c.args);

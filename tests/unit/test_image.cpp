@@ -219,6 +219,11 @@ TEST_CASE("load_image: errors name the file and the reason") {
                                  {kImages + "corrupt.png: cannot decode image: "});
   check_throws<vit::image_error>([] { vit::load_image(kImages + "not_image.png"); },
                                  {kImages + "not_image.png: cannot decode image: "});
+  // A Huffman table with more than 256 codes (found by fuzz_image: it overruns
+  // a table inside stb_image 2.27) is refused before stb reads it.
+  check_throws<vit::image_error>(
+      [] { vit::load_image(kImages + "huffman_overflow.jpg"); },
+      {kImages + "huffman_overflow.jpg: ", "Huffman table with", "at most 256"});
   // The header claims 100000x100000: refused from the header, before decoding.
   check_throws<vit::image_error>([] { vit::load_image(kImages + "huge.png"); },
                                  {kImages + "huge.png: ", "100000x100000", "32768"});
@@ -227,6 +232,64 @@ TEST_CASE("load_image: errors name the file and the reason") {
   std::ofstream(empty).close();
   check_throws<vit::image_error>([&] { vit::load_image(empty); }, {empty + ": empty file"});
   check_throws<vit::image_error>([&] { vit::probe_image(empty); }, {empty + ": empty file"});
+}
+
+TEST_CASE("load_image: 16-bit PNM is refused by name, not misread") {
+  // stb 2.27 overran its buffer on these (found by fuzz_image) and reads their
+  // samples in the wrong byte order: refused with a clear error instead.
+  TempDir dir;
+  const std::string gray = (dir.path / "gray16.pgm").string();
+  const std::string rgb = (dir.path / "rgb16.ppm").string();
+  std::ofstream(gray, std::ios::binary)
+      << std::string("P5\n2 2\n65535\n\x12\x34\xab\xcd\x00\xff\xff\x00", 21);
+  std::ofstream(rgb, std::ios::binary)
+      << std::string("P6\n1 1\n1000\n\x01\x02\x03\x04\x05\x06", 18);
+  check_throws<vit::image_error>([&] { vit::load_image(gray); }, {gray + ": ", "16-bit PNM"});
+  check_throws<vit::image_error>([&] { vit::load_image(rgb); }, {rgb + ": ", "16-bit PNM"});
+  // 8-bit PNM still decodes (gray replicated to RGB).
+  const std::string gray8 = (dir.path / "gray8.pgm").string();
+  std::ofstream(gray8, std::ios::binary) << std::string("P5\n2 1\n255\n\x10\xf0", 13);
+  CHECK(vit::load_image(gray8).pixels ==
+        std::vector<std::uint8_t>{0x10, 0x10, 0x10, 0xf0, 0xf0, 0xf0});
+}
+
+TEST_CASE("load_image: ImageLimits are checked from the header, before decoding") {
+  TempDir dir;
+  const std::string path = (dir.path / "wide.png").string();
+  vit::Image im;
+  im.width = 64;
+  im.height = 48;
+  im.pixels.assign(std::size_t(64) * 48 * 3, 7);
+  vit::write_png(path, im);
+
+  CHECK(vit::load_image(path).width == 64);  // the defaults let it through
+  vit::ImageLimits exact;
+  exact.max_side = 64;
+  exact.max_pixels = 64 * 48;
+  CHECK(vit::load_image(path, exact).height == 48);  // limits are inclusive
+
+  vit::ImageLimits few;
+  few.max_pixels = 64 * 48 - 1;
+  check_throws<vit::image_error>([&] { vit::load_image(path, few); },
+                                 {path + ": ", "64x48", std::to_string(64 * 48 - 1)});
+  vit::ImageLimits narrow;
+  narrow.max_side = 63;
+  check_throws<vit::image_error>([&] { vit::load_image(path, narrow); }, {path + ": ", "<= 63"});
+  const std::vector<std::uint8_t> bytes = file_bytes(path);
+  check_throws<vit::image_error>(
+      [&] { vit::decode_image(bytes.data(), bytes.size(), "upload", narrow); }, {"upload: "});
+
+  // The default pixel budget: 8192 x 8192, checked from a PNG header alone.
+  CHECK(vit::kDefaultMaxImagePixels == std::int64_t{8192} * 8192);
+  check_throws<vit::image_error>([] { vit::load_image(kImages + "huge.png"); },
+                                 {"100000x100000", std::to_string(vit::kDefaultMaxImagePixels)});
+
+  vit::ImageLimits bad;
+  bad.max_pixels = 0;
+  check_throws<vit::argument_error>([&] { vit::load_image(path, bad); }, {path, "max_pixels"});
+  bad = {};
+  bad.max_side = vit::kMaxImageSide + 1;
+  check_throws<vit::argument_error>([&] { vit::load_image(path, bad); }, {"max_side"});
 }
 
 TEST_CASE("write_png: round trip, atomic replacement, nothing left behind") {

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "vit/vit.hpp"
@@ -265,4 +266,133 @@ TEST_CASE("float and double layers agree") {
   vit::nn::softmax_rows<double>(sd);
   vit::nn::softmax_rows<float>(sf);
   CHECK((sd - sf.cast<double>()).cwiseAbs().maxCoeff() < 1e-6);
+}
+
+// --- numerical hazards: scores at the type's limit, constant rows, huge queries and keys ---
+
+namespace {
+
+// Runs `f` once on the AVX-512 kernels (where the CPU has them) and once on
+// the portable ones, restoring the automatic choice afterwards.
+template <class F>
+void on_every_kernel(F&& f) {
+  for (bool portable : {false, true}) {
+    if (!portable && !vit::nn::gemm_packed_uses_avx512()) continue;
+    CAPTURE(portable);
+    vit::nn::gemm_packed_force_portable(portable);
+    f();
+  }
+  vit::nn::gemm_packed_force_portable(false);
+}
+
+template <class Scalar>
+void check_distribution(const Matrix<Scalar>& p, Index row, Index argmax) {
+  CAPTURE(row);
+  CHECK(p.row(row).allFinite());
+  CHECK(p.row(row).minCoeff() >= Scalar(0));
+  CHECK(double(p.row(row).sum()) == doctest::Approx(1.0).epsilon(1e-6));
+  Index best = -1;
+  p.row(row).maxCoeff(&best);
+  if (argmax >= 0) CHECK(best == argmax);
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("softmax of scores near the type's limit: finite, sums to 1, right argmax",
+                   Scalar, float, double) {
+  // Differences of such scores overflow to -inf (e.g. -3e38 - 3e38 in
+  // float); exp must turn them into 0, never NaN.
+  const Scalar big = std::numeric_limits<Scalar>::max();
+  const Scalar huge = Scalar(1e30);
+  on_every_kernel([&] {
+    for (Index cols : {Index(5), Index(37)}) {  // one lane block, and several with a tail
+      for (Scalar scale : {Scalar(1), Scalar(0.125)}) {
+        CAPTURE(cols);
+        CAPTURE(scale);
+        Matrix<Scalar> s(5, cols);
+        for (Index j = 0; j < cols; ++j) {
+          s(0, j) = j % 3 == 0 ? huge : j % 3 == 1 ? -big : Scalar(0);
+          s(1, j) = big;  // all equal at the limit: uniform
+          s(2, j) = j % 2 ? -big : Scalar(1);
+          s(3, j) = -big;
+          s(4, j) = Scalar(-1e30);
+        }
+        s(0, 3) = big;  // the one winner, among +-max and 1e30
+        s(2, 4) = big;
+        vit::nn::softmax_rows<Scalar>(s, scale);
+        check_distribution(s, 0, 3);
+        CHECK(s(0, 3) == Scalar(1));
+        check_distribution(s, 1, -1);
+        CHECK((s.row(1).array() - Scalar(1) / Scalar(cols)).abs().maxCoeff() < Scalar(1e-6));
+        check_distribution(s, 2, 4);
+        check_distribution(s, 3, -1);
+        CHECK((s.row(3).array() - Scalar(1) / Scalar(cols)).abs().maxCoeff() < Scalar(1e-6));
+        check_distribution(s, 4, -1);
+      }
+    }
+  });
+}
+
+TEST_CASE_TEMPLATE("LayerNorm of a constant row is exactly the bias, also for huge values", Scalar,
+                   float, double) {
+  // var = 0 must come out exactly: a mean off by one ulp would make the
+  // centred values +-ulp and scale them up to +-1 (or, squared, overflow).
+  for (Index n : {Index(1), Index(3), Index(7), Index(64), Index(192), Index(768)}) {
+    for (double value : {5.0, 1e20, -3e30, 1e38, 1e300}) {
+      if (value > double(std::numeric_limits<Scalar>::max())) continue;
+      CAPTURE(n);
+      CAPTURE(value);
+      vit::nn::LayerNorm<Scalar> ln(n, 1e-6);
+      ln.weight = random_matrix<Scalar>(1, n, 20);
+      ln.bias = random_matrix<Scalar>(1, n, 21);
+      Matrix<Scalar> x = Matrix<Scalar>::Constant(3, n, Scalar(value));
+      x.row(1).setConstant(Scalar(-value));
+      Matrix<Scalar> y(3, n);
+      ln.forward(x, y);
+      CHECK(y.allFinite());
+      for (Index r = 0; r < 3; ++r) {
+        CAPTURE(r);
+        CHECK((y.row(r).array() == ln.bias.array()).all());
+      }
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("attention with huge queries and keys: finite, one-hot probabilities", Scalar,
+                   float, double) {
+  // |q|, |k| ~ 1e17: the scores (~1e35) are finite in float but far apart,
+  // so every query attends to exactly one key and gets its value.
+  const Index t = 6, d = 8, heads = 2, hd = d / heads;
+  vit::MultiHeadSelfAttention<Scalar> attn(d, int(heads), true);
+  attn.qkv.weight = random_matrix<Scalar>(3 * d, d, 22);
+  attn.qkv.weight.topRows(2 * d) *= Scalar(1e17);
+  attn.qkv.bias.setZero();
+  attn.proj.weight = Matrix<Scalar>::Identity(d, d);
+  attn.proj.bias.setZero();
+  const Matrix<Scalar> x = random_matrix<Scalar>(t, d, 23);
+  const Matrix<double> qkv =
+      x.template cast<double>() * attn.qkv.weight.template cast<double>().transpose();
+  on_every_kernel([&] {
+    typename vit::MultiHeadSelfAttention<Scalar>::Buffers buf{
+        Matrix<Scalar>(t, 3 * d), {Matrix<Scalar>(t, t)}, Matrix<Scalar>(t, d), {}, {}};
+    Matrix<Scalar> out = Matrix<Scalar>::Zero(t, d), probs(heads * t, t);
+    vit::nn::GemmScratch<Scalar> s;
+    attn.forward_add(x, t, buf, out, s, &probs);
+    CHECK(out.allFinite());
+    CHECK(probs.allFinite());
+    for (Index h = 0; h < heads; ++h) {
+      const Matrix<double> q = qkv.middleCols(h * hd, hd), k = qkv.middleCols(d + h * hd, hd),
+                           v = qkv.middleCols(2 * d + h * hd, hd);
+      const Matrix<double> scores = q * k.transpose();
+      for (Index r = 0; r < t; ++r) {
+        Index best = -1;
+        scores.row(r).maxCoeff(&best);
+        check_distribution(probs, h * t + r, best);
+        CHECK(double(probs(h * t + r, best)) == doctest::Approx(1.0));
+        CHECK((out.block(r, h * hd, 1, hd).template cast<double>() - v.row(best))
+                  .cwiseAbs()
+                  .maxCoeff() < 1e-5);
+      }
+    }
+  });
 }

@@ -935,6 +935,20 @@ TEST_CASE("safetensors hostile: header length 200 MiB in a small file") {
   check_rejected(length_only(std::uint64_t{200} << 20, 64), {"209715200", "limit of 104857600"});
 }
 
+TEST_CASE("safetensors hostile: more tensors than the limit") {
+  // Empty tensors cost no data bytes, so only the count limit stops this file.
+  const auto header = [](std::size_t count) {
+    std::string h = "{";
+    for (std::size_t i = 0; i < count; ++i)
+      h += (i ? ",\"t" : "\"t") + std::to_string(i) +
+           R"(":{"dtype":"F32","shape":[0],"data_offsets":[0,0]})";
+    return h + "}";
+  };
+  CHECK(load(file_with(header(3))).tensors().size() == 3);
+  check_rejected(file_with(header(vit::io::detail::kMaxTensors + 1)),
+                 {"100001 tensors", "limit of 100000"});
+}
+
 // --- hostile inputs: JSON -----------------------------------------------------------------
 
 TEST_CASE("safetensors hostile: malformed JSON") {

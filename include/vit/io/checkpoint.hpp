@@ -247,6 +247,12 @@ struct LoadOptions {
   /// for the AVX-512 kernel where the CPU has it; bf16 / int8 are always
   /// packed (see VisionTransformer::pack_weights).
   Precision precision = Precision::fp32;
+  /// Refuse weights holding a NaN or an infinity (checkpoint_error naming
+  /// the tensor and its first bad element; see check_finite()). Checked
+  /// after conversion to the model's Scalar, so F64 values beyond float's
+  /// range count too. Off by default because it costs one more pass over all
+  /// the weights on every load; vit-classify and vit-eval turn it on.
+  bool check_finite = false;
 };
 
 /// Reads the architecture of a checkpoint from its tensors and `hub`.
@@ -421,7 +427,84 @@ void load_plain_weights(VisionTransformer<Config>& model, const SafeTensors& fil
   model.update_position_table();
 }
 
+// Index of the first NaN or infinity among `count` values; count when there is none.
+template <class Scalar>
+std::size_t first_non_finite(const Scalar* data, std::size_t count) {
+  // One vectorised pass for the usual, clean tensor; the element by element
+  // search only for a bad one.
+  using Values = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+  if (Eigen::Map<const Values>(data, Index(count)).allFinite()) return count;
+  std::size_t i = 0;
+  while (i < count && std::isfinite(data[i])) ++i;
+  return i;
+}
+
+inline const char* non_finite_name(double v) {
+  return std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf";
+}
+
+// "[i, j, ...]": the position of flat element `at` in a row-major tensor.
+inline std::string position_str(std::size_t at, const std::vector<std::int64_t>& shape) {
+  std::vector<std::int64_t> index(shape.size());
+  for (std::size_t d = shape.size(); d-- > 0;) {
+    const auto extent = std::size_t(std::max<std::int64_t>(shape[d], 1));
+    index[d] = std::int64_t(at % extent);
+    at /= extent;
+  }
+  return shape_str(index);
+}
+
+// check_finite() on a model whose plain parameters can be read; km: the
+// naming of the file they came from, to report the file's key (null: timm
+// names).
+template <class Config>
+void check_plain_finite(VisionTransformer<Config>& model, const std::string& source,
+                        const KeyMap* km) {
+  for (const auto& p : model.named_parameters()) {
+    std::size_t count = 1;
+    for (auto d : p.shape) count *= std::size_t(d);
+    const std::size_t bad = first_non_finite(p.data, count);
+    if (bad == count) continue;
+    std::string name = p.name;
+    std::vector<std::int64_t> shape = p.shape;
+    std::size_t at = bad;
+    const std::vector<std::string> keys = km ? km->keys(p.name) : std::vector<std::string>();
+    if (!keys.empty()) {
+      // Hugging Face's q, k and v are stacked along the first axis.
+      const std::size_t part = count / keys.size();
+      name = keys[at / part];
+      at %= part;
+      if (keys.size() > 1) shape[0] /= std::int64_t(keys.size());
+    }
+    throw checkpoint_error(source + ": tensor '" + name + "' has a non-finite value (" +
+                           non_finite_name(double(p.data[bad])) + ") at element " +
+                           std::to_string(at) +
+                           (shape.size() > 1 ? " " + position_str(at, shape) : std::string()) +
+                           (name != p.name ? " (for " + p.name + ")" : std::string()));
+  }
+}
+
 }  // namespace detail
+
+/// Throws checkpoint_error if any parameter of `model` holds a NaN or an
+/// infinity, naming `source` (the file the weights came from), the tensor
+/// (timm name) and the first bad element, e.g. "<source>: tensor
+/// 'blocks.0.attn.qkv.weight' has a non-finite value (nan) at element 17
+/// [0, 17]". One pass over the weights; a model with packed weights is
+/// checked on an unpacked copy (memory for a second model meanwhile).
+/// load_model() does this before packing when LoadOptions::check_finite is
+/// set, naming the tensor as the file does.
+template <class Config>
+void check_finite(const VisionTransformer<Config>& model, const std::string& source) {
+  if (model.weights_packed()) {
+    VisionTransformer<Config> copy(model);
+    detail::check_plain_finite(copy, source, nullptr);
+  } else {
+    // named_parameters() of an unpacked model only hands out pointers: the
+    // model is read, never written.
+    detail::check_plain_finite(const_cast<VisionTransformer<Config>&>(model), source, nullptr);
+  }
+}
 
 /// Reads every parameter of `model` from `file` (any supported naming),
 /// converting F16/BF16/F64 to the model's scalar type. All tensors are
@@ -432,6 +515,8 @@ void load_plain_weights(VisionTransformer<Config>& model, const SafeTensors& fil
 /// again at its precision afterwards, also when loading fails. (Running out
 /// of memory after the copy, while recomputing the position table or
 /// repacking, is the one failure that leaves the new weights in place.)
+/// Values are not checked for NaN / Inf: call check_finite() afterwards (the
+/// model then already holds them), or load with LoadOptions::check_finite.
 template <class Config>
 void load_weights(VisionTransformer<Config>& model, const SafeTensors& file) {
   // named_parameters() unpacks packed weights to hand out plain tensors.
@@ -504,7 +589,15 @@ LoadedModel<Scalar> load_model(const std::string& path, const LoadOptions& optio
   }
   if (options.num_heads > 0) hub.num_heads = options.num_heads;
 
-  Architecture arch = infer_architecture(file, hub, &info.naming);
+  Architecture arch;
+  try {
+    arch = infer_architecture(file, hub, &info.naming);
+  } catch (const checkpoint_error& e) {
+    // The sizes may have come from a sidecar file: name it too.
+    if (info.config_paths.empty()) throw;
+    throw checkpoint_error(std::string(e.what()) + " (with " + detail::join(info.config_paths) +
+                           ")");
+  }
   if (options.image_size > 0) {
     arch.image_size = options.image_size;
     if (const char* p = arch.problem())
@@ -534,6 +627,11 @@ LoadedModel<Scalar> load_model(const std::string& path, const LoadOptions& optio
 
   LoadedModel<Scalar> loaded{VisionTransformer<DynamicConfig<Scalar>>(arch), std::move(info)};
   load_weights(loaded.model, file);
+  if (options.check_finite) {
+    // Before packing: the plain weights are at hand, in the file's order.
+    const detail::KeyMap km(file);
+    detail::check_plain_finite(loaded.model, file.source(), &km);
+  }
   if constexpr (std::is_same_v<Scalar, float>) {
     if (options.precision != Precision::fp32 || nn::gemm_packed_uses_avx512())
       loaded.model.pack_weights(options.precision);
@@ -639,6 +737,7 @@ void save_model(const VisionTransformer<Config>& model, const std::string& dir,
 }  // namespace vit::io
 
 namespace vit {
+using io::check_finite;
 using io::load_model;
 using io::load_weights;
 using io::LoadOptions;

@@ -162,8 +162,15 @@ inline void read_timm(const nlohmann::json& j, const std::string& src, HubConfig
     h.embed_dim = get<int>(a, "embed_dim", src);
     h.depth = get<int>(a, "depth", src);
     h.num_heads = get<int>(a, "num_heads", src);
-    if (auto r = get<double>(a, "mlp_ratio", src); r && h.embed_dim)
-      h.mlp_hidden = int(*h.embed_dim * *r);
+    if (auto r = get<double>(a, "mlp_ratio", src); r && h.embed_dim) {
+      // Range-check before the conversion: a double beyond int is undefined behaviour.
+      const double hidden = *h.embed_dim * *r;
+      if (!(hidden >= 1 && hidden <= 1e9))
+        throw config_error(src + ": model_args.mlp_ratio " + a.at("mlp_ratio").dump() +
+                           " with embed_dim " + std::to_string(*h.embed_dim) +
+                           " gives no usable MLP width");
+      h.mlp_hidden = int(hidden);
+    }
     if (auto n = get<int>(a, "num_classes", src)) h.num_classes = n;
     if (auto gp = get<std::string>(a, "global_pool", src)) h.pooling = parse_pooling(*gp, src);
     h.class_token = get<bool>(a, "class_token", src);

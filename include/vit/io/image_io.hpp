@@ -30,11 +30,21 @@
 
 namespace vit {
 
-/// Largest image the decoders accept: each side at most 32768 pixels and at
-/// most 2^28 pixels in all (768 MiB of RGB). Checked from the file header,
-/// before anything is decoded or allocated.
+/// Hard ceiling on an image side, whatever the limits say (stb's own bound,
+/// and every pixel index stays far inside int).
 inline constexpr int kMaxImageSide = 32768;
-inline constexpr std::int64_t kMaxImagePixels = std::int64_t{1} << 28;
+/// Default pixel budget of a decoded image: 64 Mi pixels (8192 x 8192, 192 MiB
+/// of RGB). A photo from a phone has 12-50 M; a header claiming more is far
+/// more likely a decompression bomb than a picture anyone wants classified.
+inline constexpr std::int64_t kDefaultMaxImagePixels = std::int64_t{1} << 26;
+
+/// What the decoders accept, checked from the file header before anything is
+/// decoded or allocated. Raise max_pixels for gigapixel scans, lower it for
+/// servers that take images from strangers.
+struct ImageLimits {
+  int max_side = kMaxImageSide;                      ///< each side, 1..kMaxImageSide
+  std::int64_t max_pixels = kDefaultMaxImagePixels;  ///< width * height, >= 1
+};
 
 /// What a file's header says, before decoding.
 struct ImageInfo {
@@ -48,13 +58,14 @@ struct ImageInfo {
 /// Decodes the image file at `path` to 8-bit RGB.
 /// Throws io_error ("<path>: cannot open ...") if the file cannot be opened or
 /// read, image_error ("<path>: ...") if it is empty, corrupt, truncated, of an
-/// unsupported format, or larger than kMaxImageSide / kMaxImagePixels (the
-/// message names the dimensions).
-Image load_image(const std::string& path);
+/// unsupported format, or larger than `limits` (the message names the
+/// dimensions and the limit), argument_error if `limits` is out of range.
+Image load_image(const std::string& path, const ImageLimits& limits = {});
 
 /// As load_image, from an encoded file held in memory; `source` names it in
 /// error messages. `data` may be null when `size` is 0.
-Image decode_image(const std::uint8_t* data, std::size_t size, const std::string& source);
+Image decode_image(const std::uint8_t* data, std::size_t size, const std::string& source,
+                   const ImageLimits& limits = {});
 
 /// Reads the header of the image file at `path` without decoding the pixels.
 /// Reports the dimensions even when they exceed the decoding limits (a PNG

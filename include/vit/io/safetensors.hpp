@@ -158,6 +158,9 @@ namespace detail {
 
 /// Largest header accepted; bounds the memory a hostile file can make the JSON parser use.
 inline constexpr std::uint64_t kMaxHeaderBytes = std::uint64_t{100} << 20;
+/// Most tensors one file may list (a ViT has a few hundred; sharded language
+/// models stay far below this per file).
+inline constexpr std::size_t kMaxTensors = 100000;
 
 /// a * b, or false if it does not fit in 64 bits.
 inline bool checked_mul(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
@@ -609,6 +612,11 @@ class SafeTensors {
       fail(std::string("header is not a JSON object (got ") + header.type_name() + ")");
     // The spec requires '{' first (trailing space padding is allowed, leading is not).
     if (*hbegin != '{') fail("header must start with '{'");
+    // The header's byte limit already bounds the parse; this bounds the index.
+    const std::size_t count = header.size() - (header.contains("__metadata__") ? 1 : 0);
+    if (count > detail::kMaxTensors)
+      fail("header lists " + std::to_string(count) + " tensors, more than the limit of " +
+           std::to_string(detail::kMaxTensors));
 
     for (auto it = header.cbegin(); it != header.cend(); ++it) {
       if (it.key() == "__metadata__")
