@@ -183,6 +183,32 @@ void check_jpeg_huffman_tables(const std::uint8_t* p, std::size_t size, const st
     if (p[m] == 0xFF && p[m + 1] == 0xC4) check_dht(m + 2);
 }
 
+/// stb_image 2.27 parses a PNM header's width, height and maxval into an int
+/// without an overflow check (undefined behaviour; found by
+/// fuzz/fuzz_image.cpp). Reads the three numbers as stb does (blanks and
+/// '#' comments between them) and refuses one beyond INT_MAX first.
+void check_pnm_header(const std::uint8_t* p, std::size_t size, const std::string& source) {
+  if (size < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return;  // stb reads P5, P6 only
+  const auto blank = [](std::uint8_t c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+  };
+  std::size_t i = 2;
+  for (int field = 0; field < 3; ++field) {
+    for (;;) {
+      while (i < size && blank(p[i])) ++i;
+      if (i >= size || p[i] != '#') break;
+      while (i < size && p[i] != '\n' && p[i] != '\r') ++i;
+    }
+    std::int64_t value = 0;
+    for (; i < size && p[i] >= '0' && p[i] <= '9'; ++i) {
+      value = value * 10 + (p[i] - '0');
+      if (value > INT_MAX)
+        throw image_error(source + ": cannot decode image: corrupt PNM header (a number beyond " +
+                          std::to_string(INT_MAX) + ")");
+    }
+  }
+}
+
 /// Appends stb's encoder output to a byte vector; never throws into C code.
 struct PngSink {
   std::vector<std::uint8_t> bytes;
@@ -239,6 +265,7 @@ Image decode_image(const std::uint8_t* data, std::size_t size, const std::string
   const int len = static_cast<int>(size);
 
   detail::check_jpeg_huffman_tables(data, size, source);
+  detail::check_pnm_header(data, size, source);
   // Header first: refuse huge dimensions before anything is allocated.
   int w = 0, h = 0, channels = 0;
   if (!detail::stb::info_from_memory(data, len, &w, &h, &channels))

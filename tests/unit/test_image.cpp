@@ -246,6 +246,11 @@ TEST_CASE("load_image: 16-bit PNM is refused by name, not misread") {
       << std::string("P6\n1 1\n1000\n\x01\x02\x03\x04\x05\x06", 18);
   check_throws<vit::image_error>([&] { vit::load_image(gray); }, {gray + ": ", "16-bit PNM"});
   check_throws<vit::image_error>([&] { vit::load_image(rgb); }, {rgb + ": ", "16-bit PNM"});
+  // A header number beyond int overflowed inside stb (found by fuzz_image).
+  const std::string wide = (dir.path / "wide.pgm").string();
+  std::ofstream(wide, std::ios::binary) << "P5\n# comment\n3402424255 1\n255\n";
+  check_throws<vit::image_error>([&] { vit::load_image(wide); },
+                                 {wide + ": ", "PNM header", "2147483647"});
   // 8-bit PNM still decodes (gray replicated to RGB).
   const std::string gray8 = (dir.path / "gray8.pgm").string();
   std::ofstream(gray8, std::ios::binary) << std::string("P5\n2 1\n255\n\x10\xf0", 13);
