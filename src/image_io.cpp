@@ -2,6 +2,7 @@
 // The decoders and the PNG encoder are stb's, reached through stb_bridge.hpp.
 #include "vit/io/image_io.hpp"
 
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -209,6 +210,33 @@ void check_pnm_header(const std::uint8_t* p, std::size_t size, const std::string
   }
 }
 
+/// stb_image 2.27 grows its IDAT buffer to the length a chunk header claims
+/// before reading the chunk, so a 100-byte PNG claiming a 2 GiB chunk costs a
+/// 2 GiB allocation (found by fuzz/fuzz_image.cpp). Walks the chunks up to
+/// IEND and refuses one that runs past the end of the file: stb would fail on
+/// it anyway, only later.
+/// Bytes as text for a message, '?' for anything but letters and digits.
+std::string printable(const std::uint8_t* p, std::size_t n) {
+  std::string s;
+  for (std::size_t i = 0; i < n; ++i) s += std::isalnum(p[i]) ? char(p[i]) : '?';
+  return s;
+}
+
+void check_png_chunks(const std::uint8_t* p, std::size_t size, const std::string& source) {
+  static const std::uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (size < 8 || std::memcmp(p, signature, 8) != 0) return;
+  for (std::size_t pos = 8; pos + 8 <= size;) {
+    const std::uint64_t length = load_be32(p + pos);
+    const std::uint64_t left = size - pos - 8;  // after the length and type fields
+    if (length + 4 > left)                      // data and CRC
+      throw image_error(source + ": cannot decode image: truncated PNG (a '" +
+                        printable(p + pos + 4, 4) + "' chunk claims " + std::to_string(length) +
+                        " bytes, " + std::to_string(left) + " are left)");
+    if (std::memcmp(p + pos + 4, "IEND", 4) == 0) return;
+    pos += 8 + std::size_t(length) + 4;
+  }
+}
+
 /// Appends stb's encoder output to a byte vector; never throws into C code.
 struct PngSink {
   std::vector<std::uint8_t> bytes;
@@ -287,6 +315,7 @@ Image decode_image(const std::uint8_t* data, std::size_t size, const std::string
   // expands palettes, keeps the high byte of 16-bit samples and decodes a
   // GIF's first frame; gray is replicated and alpha dropped, as its own
   // conversion to 3 channels does.
+  detail::check_png_chunks(data, size, source);  // before stb allocates from a chunk length
   int dw = 0, dh = 0, n = 0;
   std::unique_ptr<unsigned char, detail::PixelsFree> pixels(
       detail::stb::load_from_memory(data, len, &dw, &dh, &n, 0));

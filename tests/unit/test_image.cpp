@@ -258,6 +258,19 @@ TEST_CASE("load_image: 16-bit PNM is refused by name, not misread") {
         std::vector<std::uint8_t>{0x10, 0x10, 0x10, 0xf0, 0xf0, 0xf0});
 }
 
+TEST_CASE("load_image: a PNG chunk longer than the file is refused before stb allocates it") {
+  // stb 2.27 grew its buffer to a claimed IDAT length first (a 2 GiB
+  // allocation from a small file, found by fuzz_image).
+  std::vector<std::uint8_t> bytes = file_bytes(kImages + "rgb.png");
+  const std::uint8_t idat[4] = {'I', 'D', 'A', 'T'};
+  const auto at = std::search(bytes.begin(), bytes.end(), idat, idat + 4);
+  REQUIRE(at != bytes.end());
+  const std::size_t length_field = std::size_t(at - bytes.begin()) - 4;
+  for (int i = 0; i < 4; ++i) bytes[length_field + std::size_t(i)] = i == 0 ? 0x7f : 0xff;
+  check_throws<vit::image_error>([&] { vit::decode_image(bytes.data(), bytes.size(), "big.png"); },
+                                 {"big.png: ", "truncated PNG", "'IDAT'", "2147483647"});
+}
+
 TEST_CASE("load_image: ImageLimits are checked from the header, before decoding") {
   TempDir dir;
   const std::string path = (dir.path / "wide.png").string();
