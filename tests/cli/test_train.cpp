@@ -86,7 +86,7 @@ const std::string tiny =
 
 }  // namespace
 
-TEST_CASE("vit-train learns a synthetic CIFAR-10 file; vit-eval and vit-classify read the model") {
+TEST_CASE("vit-train learns a synthetic CIFAR-10 file, vit-eval and vit-classify read the model") {
   TempDir tmp;
   write_cifar(tmp / "train.bin", 640, 1);
   write_cifar(tmp / "val.bin", 200, 2);

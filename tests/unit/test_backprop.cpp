@@ -134,7 +134,7 @@ TEST_CASE("linear: dx, dW, db against finite differences") {
   CHECK((grad.weight - 2 * once).cwiseAbs().maxCoeff() < 1e-12);
 }
 
-TEST_CASE("layer norm: dx, dweight, dbias; stats match the inference layer") {
+TEST_CASE("layer norm: dx, dweight, dbias, stats match the inference layer") {
   std::mt19937_64 rng(2);
   vit::nn::LayerNorm<double> ln(6, 1e-6), grad(6, 1e-6);
   ln.weight = random(1, 6, rng);

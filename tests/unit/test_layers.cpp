@@ -201,7 +201,7 @@ TEST_CASE("Keys cubic kernel values") {
   CHECK(vit::detail::keys_cubic(1.5) == doctest::Approx(-0.0625));
 }
 
-TEST_CASE("sin-cos table: patch (0,0) is [0..0, 1..1, 0..0, 1..1]; x and y halves") {
+TEST_CASE("sin-cos table: patch (0,0) is [0..0, 1..1, 0..0, 1..1], x and y halves") {
   const Matrix<double> t = vit::sincos_table<double>(3, 8);
   CHECK(t.rows() == 9);
   for (int i = 0; i < 2; ++i) {

@@ -277,7 +277,7 @@ TEST_CASE("torchvision files with the older mlp.linear_1 / linear_2 names load t
   CHECK(a.model(img) == b.model(img));
 }
 
-TEST_CASE("Hugging Face ViTModel files (no 'vit.' prefix, with pooler) load; pooler ignored") {
+TEST_CASE("Hugging Face ViTModel files (no 'vit.' prefix, with pooler) load, pooler ignored") {
   TempDir tmp;
   const std::string hf = data_dir + "/hf_vit_p16_32";
   rewrite(

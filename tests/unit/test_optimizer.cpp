@@ -797,7 +797,7 @@ TEST_CASE("load_state errors name the file and the tensor, and change nothing") 
   fs::remove(path);
 }
 
-TEST_CASE("state next to the weights in one checkpoint; a float state loads into double") {
+TEST_CASE("state next to the weights in one checkpoint, a float state loads into double") {
   Store<float> params, grads;
   params.load("init.");
   grads.load("grad.1.");

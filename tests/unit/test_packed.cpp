@@ -109,7 +109,7 @@ TEST_CASE("a packed Linear computes what the plain one does, every epilogue, 1-3
   }
 }
 
-TEST_CASE("pack / unpack round-trips the weight exactly; double layers refuse to pack") {
+TEST_CASE("pack / unpack round-trips the weight exactly, double layers refuse to pack") {
   vit::nn::Linear<float> l(45, 19, true);
   l.weight = random_matrix<float>(45, 19, 3);
   const Matrix<float> w = l.weight;
@@ -166,7 +166,7 @@ TEST_CASE("bf16 and int8 layers: rounded weights, forward close to fp32, threads
   }
 }
 
-TEST_CASE("a packed model gives the plain model's outputs; named_parameters unpacks") {
+TEST_CASE("a packed model gives the plain model's outputs, named_parameters unpacks") {
   vit::Architecture a = vit::preset_architecture("deit_tiny_distilled_patch16_224");
   a.depth = 2;
   a.image_size = 64;
