@@ -72,15 +72,19 @@ std::uint32_t load_be32(const std::uint8_t* p) {
          std::uint32_t(p[3]);
 }
 
+/// True if the bytes start with the 8-byte PNG signature.
+bool is_png(const std::uint8_t* p, std::size_t size) {
+  static const std::uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  return size >= 8 && std::memcmp(p, signature, 8) == 0;
+}
+
 /// Width and height from a PNG's IHDR chunk (signature, then IHDR first, as the
 /// format requires). stbi_info refuses huge PNGs with a bare "too large"; this
 /// lets the error name the dimensions. False if `head` is not a PNG header.
 bool png_header(const std::uint8_t* head, std::size_t size, std::uint32_t* w, std::uint32_t* h,
                 int* channels) {
-  static const std::uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   // 8 signature + 4 length + "IHDR" + width, height (4 each) + depth, colour type.
-  if (size < 26 || std::memcmp(head, signature, 8) != 0 || std::memcmp(head + 12, "IHDR", 4) != 0)
-    return false;
+  if (size < 26 || !is_png(head, size) || std::memcmp(head + 12, "IHDR", 4) != 0) return false;
   *w = load_be32(head + 16);
   *h = load_be32(head + 20);
   switch (head[25]) {  // colour type
@@ -210,11 +214,6 @@ void check_pnm_header(const std::uint8_t* p, std::size_t size, const std::string
   }
 }
 
-/// stb_image 2.27 grows its IDAT buffer to the length a chunk header claims
-/// before reading the chunk, so a 100-byte PNG claiming a 2 GiB chunk costs a
-/// 2 GiB allocation (found by fuzz/fuzz_image.cpp). Walks the chunks up to
-/// IEND and refuses one that runs past the end of the file: stb would fail on
-/// it anyway, only later.
 /// Bytes as text for a message, '?' for anything but letters and digits.
 std::string printable(const std::uint8_t* p, std::size_t n) {
   std::string s;
@@ -222,9 +221,13 @@ std::string printable(const std::uint8_t* p, std::size_t n) {
   return s;
 }
 
+/// stb_image 2.27 grows its IDAT buffer to the length a chunk header claims
+/// before reading the chunk, so a 100-byte PNG claiming a 2 GiB chunk costs a
+/// 2 GiB allocation (found by fuzz/fuzz_image.cpp). Walks the chunks up to
+/// IEND and refuses one that runs past the end of the file: stb would fail on
+/// it anyway, only later.
 void check_png_chunks(const std::uint8_t* p, std::size_t size, const std::string& source) {
-  static const std::uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  if (size < 8 || std::memcmp(p, signature, 8) != 0) return;
+  if (!is_png(p, size)) return;
   for (std::size_t pos = 8; pos + 8 <= size;) {
     const std::uint64_t length = load_be32(p + pos);
     const std::uint64_t left = size - pos - 8;  // after the length and type fields
