@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string>
@@ -18,6 +19,7 @@
 #include "test_support.hpp"
 #include "vit/image.hpp"
 #include "vit/io/image_io.hpp"
+#include "vit/io/safetensors.hpp"
 
 namespace fs = std::filesystem;
 using vit_test::quote;
@@ -247,4 +249,43 @@ TEST_CASE("errors: one clear message naming the file or option, non-zero exit") 
   r = eval("--model " + quote(tmp / "o") + " --data " + quote(tmp / "two"));
   CHECK(r.status == 2);
   CHECK(r.err.find("2 classes") != std::string::npos);
+}
+
+TEST_CASE(
+    "vit-eval refuses a model with a NaN weight by name, and measures it with --no-check-finite") {
+  TempDir tmp;
+  write_cifar(tmp / "train.bin", 64, 11);
+  const std::string data = quote(tmp / "train.bin");
+  Run r = train("--data " + data + " --val " + data + " --out " + quote(tmp / "o") + tiny +
+                "--epochs 1");
+  REQUIRE(r.status == 0);
+  // Rewrite the saved weights with one NaN in block 0's first MLP layer.
+  const std::string path = tmp / "o/model.safetensors";
+  const std::string bad = "blocks.0.mlp.fc1.weight";
+  {
+    const auto src = vit::io::SafeTensors::open(path);
+    vit::io::SafeTensorsWriter w;
+    for (const auto& t : src.tensors()) {
+      std::vector<float> v = src.read<float>(t.name);
+      if (t.name == bad) v[7] = std::numeric_limits<float>::quiet_NaN();
+      w.add(t.name, t.shape, v);
+    }
+    w.write(path);
+  }
+  const std::string args = "--model " + quote(tmp / "o") + " --data " + data + " --json";
+  r = eval(args);
+  INFO(r.err);
+  CHECK(r.status == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("vit-eval: error:") != std::string::npos);
+  CHECK(r.err.find("'" + bad + "'") != std::string::npos);
+  CHECK(r.err.find("(nan) at element 7") != std::string::npos);
+
+  r = eval(args + " --no-check-finite");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const nlohmann::json j = last_json_line(r.out);
+  CHECK(j.at("n") == 64);
+  CHECK(j.at("top1").get<double>() >= 0.0);
+  CHECK(j.at("top1").get<double>() <= 1.0);
 }
