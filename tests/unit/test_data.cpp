@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "test_support.hpp"
 #include "vit/config.hpp"
 #include "vit/data/augment.hpp"
 #include "vit/data/cifar10.hpp"
@@ -42,24 +43,7 @@ const std::string kFixtures = std::string(VIT_TEST_DATA_DIR) + "/data/";
 // Where Debian's dataset-fashion-mnist package puts the dataset.
 const std::string kFashionMnistDir = "/usr/share/datasets/fashion-mnist/";
 
-/// A fresh empty folder, removed (with its contents) at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() / ("vit-test-data-" + std::to_string(std::random_device{}()) +
-                                        "-" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using vit_test::TempDir;
 
 Bytes file_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

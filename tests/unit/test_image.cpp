@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "test_support.hpp"
 #include "vit/error.hpp"
 #include "vit/image.hpp"
 #include "vit/io/image_io.hpp"
@@ -65,28 +66,7 @@ std::vector<std::uint8_t> file_bytes(const std::string& path) {
   return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(f), {});
 }
 
-/// A fresh empty folder, removed (with its contents) at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() / ("vit-test-image-" + std::to_string(std::random_device{}()) +
-                                        "-" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path))
-      names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-};
+using vit_test::TempDir;
 
 /// Checks `fn` throws exactly E and that the message contains every one of `parts`.
 template <class E, class Fn>

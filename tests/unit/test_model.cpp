@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "test_support.hpp"
 #include "vit/vit.hpp"
 
 namespace fs = std::filesystem;
@@ -22,20 +23,7 @@ namespace {
 const std::string data_dir = VIT_TEST_DATA_DIR;
 const std::string tiny_dir = data_dir + "/timm_vit_tiny_p16_224";
 
-// A fresh temporary folder per test, removed at the end.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("vit_test_model_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using vit_test::TempDir;
 
 vit::LoadOptions with_config(const std::string& dir) {
   vit::LoadOptions o;

@@ -20,6 +20,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "test_support.hpp"
 #include "vit/io/safetensors.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -147,29 +148,7 @@ std::vector<std::uint16_t> encode16(const std::vector<double>& values, DType dty
   return out;
 }
 
-// A fresh folder under the system temp dir, removed with its contents at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    for (;;) {
-      path = fs::temp_directory_path() / ("vit_test_safetensors_" + std::to_string(rd()));
-      if (fs::create_directory(path)) break;
-    }
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  std::size_t entries() const {
-    std::size_t n = 0;
-    for (auto it = fs::directory_iterator(path); it != fs::directory_iterator(); ++it) ++n;
-    return n;
-  }
-};
+using vit_test::TempDir;
 
 void write_file(const std::string& path, const std::vector<std::uint8_t>& bytes) {
   std::ofstream f(path, std::ios::binary);
@@ -625,7 +604,7 @@ TEST_CASE("safetensors: writer rejects misuse with argument_error") {
 
 TEST_CASE("safetensors: write to a path, then open it") {
   TempDir dir;
-  const std::string path = dir.file("model.safetensors");
+  const std::string path = dir / "model.safetensors";
   const std::vector<float> v = {1.5f, -2.0f, 3.25f, 0.0f, 8.0f, -0.5f};
   SafeTensorsWriter w;
   w.set_metadata("format", "pt");
@@ -635,7 +614,7 @@ TEST_CASE("safetensors: write to a path, then open it") {
   CHECK(st.source() == path);
   CHECK(st.read<float>("weight") == v);
   CHECK(st.metadata().at("format") == "pt");
-  CHECK(dir.entries() == 1);  // no temporary left behind
+  CHECK(dir.entries().size() == 1);  // no temporary left behind
 
   // The bytes on disk are exactly to_bytes().
   std::ifstream f(path, std::ios::binary);
@@ -646,44 +625,44 @@ TEST_CASE("safetensors: write to a path, then open it") {
 
 TEST_CASE("safetensors: write replaces an existing file") {
   TempDir dir;
-  const std::string path = dir.file("m.safetensors");
+  const std::string path = dir / "m.safetensors";
   write_file(path, {1, 2, 3});
   SafeTensorsWriter w;
   const double x = 2.0;
   w.add("x", {1}, &x, DType::F64);
   w.write(path);
   CHECK(SafeTensors::open(path).read<double>("x") == std::vector<double>{2.0});
-  CHECK(dir.entries() == 1);
+  CHECK(dir.entries().size() == 1);
 }
 
 TEST_CASE("safetensors: write into a missing folder throws io_error and leaves nothing") {
   TempDir dir;
-  const std::string path = dir.file("no_such_dir/model.safetensors");
+  const std::string path = dir / "no_such_dir/model.safetensors";
   SafeTensorsWriter w;
   const float x = 1.0f;
   w.add("x", {1}, &x);
   const std::string msg = message_of<vit::io_error>([&] { w.write(path); });
   check_message(msg, path, {});
   CHECK_FALSE(fs::exists(path));
-  CHECK(dir.entries() == 0);
+  CHECK(dir.entries().size() == 0);
 }
 
 TEST_CASE("safetensors: write over a directory throws io_error and cleans up") {
   TempDir dir;
-  const std::string path = dir.file("taken");
+  const std::string path = dir / "taken";
   fs::create_directory(path);
   SafeTensorsWriter w;
   const std::string msg = message_of<vit::io_error>([&] { w.write(path); });
   check_message(msg, path, {"rename"});
   CHECK(fs::is_directory(path));
-  CHECK(dir.entries() == 1);
+  CHECK(dir.entries().size() == 1);
 }
 
 // --- memory-mapped files ------------------------------------------------------------------
 
 TEST_CASE("safetensors: a mapped file and the same bytes in memory read identically") {
   TempDir dir;
-  const std::string path = dir.file("mixed.safetensors");
+  const std::string path = dir / "mixed.safetensors";
   const SafeTensorsWriter w = mixed_writer();
   w.write(path);
   const SafeTensors mapped = SafeTensors::open(path);
@@ -713,7 +692,7 @@ TEST_CASE("safetensors: check_read throws what read would, and returns the tenso
 
 TEST_CASE("safetensors: release() gives back a mapped tensor's pages, and reads stay correct") {
   TempDir dir;
-  const std::string path = dir.file("big.safetensors");
+  const std::string path = dir / "big.safetensors";
   std::mt19937 rng(11);
   const std::size_t n = std::size_t(1) << 20;  // 4 MiB of F32 per tensor
   const std::vector<double> a = random_values(n, rng), b = random_values(n, rng);
@@ -766,7 +745,7 @@ TEST_CASE("safetensors: moved and copied SafeTensors keep the mapping alive") {
   static_assert(std::is_move_constructible_v<SafeTensors> &&
                 std::is_move_assignable_v<SafeTensors>);
   TempDir dir;
-  const std::string path = dir.file("m.safetensors");
+  const std::string path = dir / "m.safetensors";
   const SafeTensorsWriter w = mixed_writer();
   w.write(path);
   const SafeTensors ref = SafeTensors::from_bytes(w.to_bytes(), path);
@@ -785,7 +764,7 @@ TEST_CASE("safetensors: moved and copied SafeTensors keep the mapping alive") {
 
 TEST_CASE("safetensors: replacing an open file by rename keeps the opened contents") {
   TempDir dir;
-  const std::string path = dir.file("m.safetensors");
+  const std::string path = dir / "m.safetensors";
   const std::vector<float> v1 = {1, 2, 3, 4}, v2 = {5, 6, 7, 8, 9};
   SafeTensorsWriter w1, w2;
   w1.add("x", {4}, v1);
@@ -799,7 +778,7 @@ TEST_CASE("safetensors: replacing an open file by rename keeps the opened conten
 
 TEST_CASE("safetensors: concurrent reads and releases of a mapped file agree") {
   TempDir dir;
-  const std::string path = dir.file("mixed.safetensors");
+  const std::string path = dir / "mixed.safetensors";
   const SafeTensorsWriter w = mixed_writer();
   w.write(path);
   const SafeTensors ref = SafeTensors::from_bytes(w.to_bytes(), path);
@@ -822,7 +801,7 @@ TEST_CASE("safetensors: concurrent reads and releases of a mapped file agree") {
 #if VIT_TEST_POSIX
 TEST_CASE("safetensors: a pipe is read rather than mapped, with the same result") {
   TempDir dir;
-  const std::string path = dir.file("pipe.safetensors");
+  const std::string path = dir / "pipe.safetensors";
   REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
   const std::vector<std::uint8_t> bytes = mixed_writer().to_bytes();
   // Opening a FIFO blocks until the other end is open too.
@@ -890,7 +869,7 @@ TEST_CASE("safetensors: timm vit_tiny fixture layout and metadata") {
 
 TEST_CASE("safetensors hostile: missing file is an io_error naming the path") {
   TempDir dir;
-  const std::string path = dir.file("absent.safetensors");
+  const std::string path = dir / "absent.safetensors";
   const std::string msg = message_of<vit::io_error>([&] { SafeTensors::open(path); });
   check_message(msg, path, {"No such file"});
 }
@@ -903,7 +882,7 @@ TEST_CASE("safetensors hostile: a directory is an io_error naming the path") {
 
 TEST_CASE("safetensors hostile: 0-byte file") {
   TempDir dir;
-  const std::string path = dir.file("empty.safetensors");
+  const std::string path = dir / "empty.safetensors";
   write_file(path, {});
   check_message(message_of<vit::checkpoint_error>([&] { SafeTensors::open(path); }), path,
                 {"empty file"});
@@ -912,7 +891,7 @@ TEST_CASE("safetensors hostile: 0-byte file") {
 
 TEST_CASE("safetensors hostile: 5-byte file") {
   TempDir dir;
-  const std::string path = dir.file("five.safetensors");
+  const std::string path = dir / "five.safetensors";
   write_file(path, {1, 2, 3, 4, 5});
   check_message(message_of<vit::checkpoint_error>([&] { SafeTensors::open(path); }), path,
                 {"5 bytes", "8-byte header length"});
@@ -1127,7 +1106,7 @@ TEST_CASE("safetensors hostile: truncated file") {
                  {"exceeds", "truncated"});
 
   TempDir dir;
-  const std::string path = dir.file("cut.safetensors");
+  const std::string path = dir / "cut.safetensors";
   write_file(path, std::vector<std::uint8_t>(bytes.begin(), bytes.end() - 2));
   check_message(message_of<vit::checkpoint_error>([&] { SafeTensors::open(path); }), path,
                 {"tensor 'last'", "past the end"});
