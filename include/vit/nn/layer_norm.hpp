@@ -23,17 +23,22 @@ struct LayerNorm {
 
   Index features() const { return weight.size(); }
 
+  /// Mean of row r of x, taken of the offsets from the row's first value: a
+  /// constant row then has exactly its value as mean (variance 0, output =
+  /// bias), where summing the values themselves rounds (1e20 in float) or
+  /// overflows (1e38). The training forward pass uses it too.
+  static Scalar row_mean(const MatrixCRef<Scalar>& x, Index r) {
+    const Index n = x.cols();
+    const Scalar first = n > 0 ? x(r, 0) : Scalar(0);
+    return first + (x.row(r).array() - first).sum() / Scalar(n);
+  }
+
   /// x, y: [rows, features]; y may be x itself (in place).
   void forward(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y) const {
     const Index n = x.cols();
     for (Index r = 0; r < x.rows(); ++r) {
       // Two passes (mean, then centred squares): stable when |mean| >> std.
-      // The mean is taken of the offsets from the first value: a constant
-      // row then has exactly its value as mean (variance 0, output = bias),
-      // where summing the values themselves rounds (1e20 in float) or
-      // overflows (1e38).
-      const Scalar first = n > 0 ? x(r, 0) : Scalar(0);
-      const Scalar mean = first + (x.row(r).array() - first).sum() / Scalar(n);
+      const Scalar mean = row_mean(x, r);
       const Scalar var = (x.row(r).array() - mean).square().sum() / Scalar(n);
       const Scalar inv = Scalar(1) / std::sqrt(var + Scalar(eps));
       y.row(r) = ((x.row(r).array() - mean) * inv * weight.array() + bias.array()).matrix();

@@ -134,7 +134,7 @@ void layer_norm_forward(const nn::LayerNorm<Scalar>& ln, const MatrixCRef<Scalar
                         MatrixRef<Scalar> y, MatrixRef<Scalar> stats) {
   const Index f = x.cols();
   for (Index r = 0; r < x.rows(); ++r) {
-    const Scalar mean = x.row(r).sum() / Scalar(f);
+    const Scalar mean = nn::LayerNorm<Scalar>::row_mean(x, r);
     const Scalar var = (x.row(r).array() - mean).square().sum() / Scalar(f);
     const Scalar inv = Scalar(1) / std::sqrt(var + Scalar(ln.eps));
     y.row(r) = ((x.row(r).array() - mean) * inv * ln.weight.array() + ln.bias.array()).matrix();
