@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "vit/io/safetensors.hpp"
+
 namespace vit_test {
 
 /// A fresh folder under the system's temporary directory, removed with its
@@ -41,6 +43,21 @@ struct TempDir {
     return names;
   }
 };
+
+/// Writes the safetensors file `src` again to `dst` (may be `src`) as float32,
+/// with element `at` of tensor `name` set to `value`: a checkpoint with one
+/// bad weight for the load-time checks.
+inline void copy_with_value(const std::string& src, const std::string& dst, const std::string& name,
+                            std::size_t at, float value) {
+  const auto in = vit::io::SafeTensors::open(src);
+  vit::io::SafeTensorsWriter w;
+  for (const auto& t : in.tensors()) {
+    std::vector<float> v = in.read<float>(t.name);
+    if (t.name == name) v.at(at) = value;
+    w.add(t.name, t.shape, v);
+  }
+  w.write(dst);
+}
 
 /// The whole file as bytes in a string ("" if it cannot be read).
 inline std::string slurp(const std::string& path) {

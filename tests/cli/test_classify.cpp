@@ -251,14 +251,8 @@ TEST_CASE("a model with a NaN weight is refused by name, and runs with --no-chec
   TempDir tmp;
   const std::string hf = data_dir + "/hf_vit_p16_32";
   const std::string bad = "vit.encoder.layer.0.intermediate.dense.weight";
-  const auto src = vit::io::SafeTensors::open(hf + "/model.safetensors");
-  vit::io::SafeTensorsWriter w;
-  for (const auto& t : src.tensors()) {
-    std::vector<float> v = src.read<float>(t.name);
-    if (t.name == bad) v[100] = std::numeric_limits<float>::quiet_NaN();
-    w.add(t.name, t.shape, v);
-  }
-  w.write(tmp / "model.safetensors");
+  vit_test::copy_with_value(hf + "/model.safetensors", tmp / "model.safetensors", bad, 100,
+                            std::numeric_limits<float>::quiet_NaN());
   fs::copy_file(hf + "/hf_config.json", tmp / "config.json");
   const std::string args = "--model " + quote(tmp.path.string()) + " --json ";
   const std::string img = quote(hf + "/input.png");
