@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -57,6 +58,9 @@ struct Options {
   double momentum = 0.9;
   // Regularisation: random erasing probability, Mixup / CutMix alphas (0: off).
   double random_erase = 0.0, mixup = 0.0, cutmix = 0.0, mix_prob = 1.0;
+  // Smallest area fraction of a random resized crop (0: the data's default,
+  // 0.08 for folders, pad-and-crop for the fixed-size sets).
+  double crop_scale = 0.0;
   std::uint64_t seed = 0;
   int limit_train = 0, limit_val = 0;
   int stop_after = 0;  // end this invocation after that epoch (0: run to --epochs)
@@ -79,6 +83,7 @@ void for_each_recipe_option(Options& o, F&& f) {
   f("--optimizer", o.optimizer);
   f("--momentum", o.momentum);
   f("--random-erase", o.random_erase);
+  f("--crop-scale", o.crop_scale);
   f("--mixup", o.mixup);
   f("--cutmix", o.cutmix);
   f("--mix-prob", o.mix_prob);
@@ -148,19 +153,27 @@ vit::DataConfig scratch_data_config(const vit::data::Dataset& ds, int size) {
   return d;
 }
 
-// Training augmentation: folders get random resized crops; the small fixed-size
-// sets are brought to the model's size, then padded-and-cropped (1/8 of the side).
+// Training augmentation: folders get random resized crops (area fraction from
+// crop_scale, default 0.08); the small fixed-size sets are brought to the
+// model's size, then padded-and-cropped (1/8 of the side), or given random
+// resized crops too when crop_scale is set.
 vit::data::Transform train_transform(const vit::data::Dataset& ds, const vit::DataConfig& d,
-                                     double erase_p) {
+                                     double erase_p, double crop_scale) {
   const int s = d.input_size;
-  if (dynamic_cast<const vit::data::ImageFolder*>(&ds))
+  const bool folder = dynamic_cast<const vit::data::ImageFolder*>(&ds) != nullptr;
+  const std::array<double, 2> ratio = {3.0 / 4.0, 4.0 / 3.0};
+  if (folder)
     return vit::data::make_train_transform(s, vit::parse_interpolation(d.interpolation),
-                                           {0.08, 1.0}, {3.0 / 4.0, 4.0 / 3.0}, erase_p);
+                                           {crop_scale > 0 ? crop_scale : 0.08, 1.0}, ratio,
+                                           erase_p);
   vit::DataConfig resize = d;
   resize.crop_pct = 1.0;
   const vit::data::Transform to_size = vit::data::make_eval_transform(resize);
   const vit::data::Transform augment =
-      vit::data::make_cifar_train_transform(s, s / 8, vit::Interpolation::bilinear, erase_p);
+      crop_scale > 0
+          ? vit::data::make_train_transform(s, vit::Interpolation::bilinear, {crop_scale, 1.0},
+                                            ratio, erase_p)
+          : vit::data::make_cifar_train_transform(s, s / 8, vit::Interpolation::bilinear, erase_p);
   return [to_size, augment, s](const vit::Image& im, std::mt19937_64& rng) {
     if (im.width == s && im.height == s) return augment(im, rng);
     return augment(to_size(im, rng), rng);
@@ -338,7 +351,8 @@ int run(Options o) {
   sched.warmup_prefix = true;
   sched.validate();
 
-  const vit::data::Transform augment = train_transform(*train_full, data, o.random_erase);
+  const vit::data::Transform augment =
+      train_transform(*train_full, data, o.random_erase, o.crop_scale);
   vit::DataConfig eval_cfg = data;
   const vit::data::Transform eval_tf = vit::data::make_eval_transform(eval_cfg);
   vit::data::BatchOptions bo = vit::data::BatchOptions::from(data);
@@ -512,6 +526,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"adamw", "sgd"}));
   app.add_option("--momentum", o.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0));
   app.add_option("--random-erase", o.random_erase, "random erasing probability (0: off)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--crop-scale", o.crop_scale,
+                 "random resized crops of at least this area fraction (0: 0.08 for folders, "
+                 "pad-and-crop for CIFAR-10 / Fashion-MNIST)")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--mixup", o.mixup, "Mixup Beta alpha (0: off)")->check(CLI::Range(0.0, 100.0));
   app.add_option("--cutmix", o.cutmix, "CutMix Beta alpha (0: off)")->check(CLI::Range(0.0, 100.0));

@@ -143,10 +143,17 @@ TEST_CASE("an interrupted run resumed with --resume ends with the same weights b
   write_cifar(tmp / "val.bin", 64, 4);
   const std::string data =
       " --data " + quote(tmp / "train.bin") + " --val " + quote(tmp / "val.bin") + " ";
-  const std::string recipe = tiny + "--epochs 3 --random-erase 0.5 --mixup 0.8 --cutmix 1.0 ";
+  const std::string common = tiny + "--epochs 3 --random-erase 0.5 --mixup 0.8 --cutmix 1.0 ";
+  const std::string recipe = common + "--crop-scale 0.5 ";
   Run r = train(data + "--out " + quote(tmp / "straight") + recipe);
   INFO(r.err);
   REQUIRE(r.status == 0);
+  // The random resized crops do change the training (so the resume below has
+  // to restore --crop-scale to end with the same weights).
+  r = train(data + "--out " + quote(tmp / "pad_crop") + common);
+  REQUIRE(r.status == 0);
+  CHECK(vit_test::slurp(tmp / "pad_crop/model.safetensors") !=
+        vit_test::slurp(tmp / "straight/model.safetensors"));
   r = train(data + "--out " + quote(tmp / "parts") + recipe + "--stop-after 1");
   REQUIRE(r.status == 0);
   CHECK(last_json_line(r.out).at("epochs") == 1);
@@ -223,6 +230,7 @@ TEST_CASE("errors: one clear message naming the file or option, non-zero exit") 
       {"--data " + quote(tmp / "train.bin") + ok + "--epochs 2 --warmup-epochs 3",
        "--warmup-epochs", 2},
       {"--data " + quote(tmp / "train.bin") + ok + "--pool max", "--pool", 2},
+      {"--data " + quote(tmp / "train.bin") + ok + "--crop-scale 1.5", "--crop-scale", 2},
       {"--data " + quote(tmp / "train.bin") + ok + "--batch 32 --embed-dim 30 --heads 4", "heads",
        2},
       {"--data " + quote(tmp / "train.bin") + ok + "--resume " + quote(tmp / "nowhere"), "nowhere",

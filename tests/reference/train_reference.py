@@ -37,7 +37,10 @@ Two subcommands:
            * data: (x / 255 - mean) / std with mean (0.4914, 0.4822, 0.4465),
              std (0.2470, 0.2435, 0.2616); training images randomly cropped to 32 x 32 from
              the image padded with 4 black pixels on each side, then flipped left-right with
-             probability 0.5 (resized to --image-size when that is not 32), then with
+             probability 0.5 (with --crop-scale S > 0 instead: a random resized crop of
+             area fraction U(S, 1) and aspect 3/4 to 4/3, resized back to 32 x 32 with
+             antialiased bilinear, then the flip) (resized to --image-size when that is
+             not 32), then with
              --random-erase P random erasing of the uint8 image (vit::data::random_erasing:
              with probability P one box of 2% to 1/3 of the area, aspect 0.3 to 1/0.3,
              filled with random bytes); a new random order every epoch; the last incomplete
@@ -396,6 +399,42 @@ def augment(u8: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarra
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))          # n, h, w, c -> n, c, h, w
 
 
+def random_resized_crop(u8: np.ndarray, rng: np.random.Generator, scale_min: float,
+                        ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+    """Random resized crop of each image of a uint8 batch [N, C, H, W] back to H x W, then a
+    left-right flip with probability 0.5: the algorithm of vit::data::random_resized_crop_box
+    (torchvision's RandomResizedCrop.get_params) with area fraction U(scale_min, 1); the box is
+    resized with torch's antialiased bilinear filter (Pillow's, up to rounding)."""
+    n, c, h, w = u8.shape
+    area = float(h * w)
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    out = np.empty_like(u8)
+    for i in range(n):
+        box = None
+        for _ in range(10):
+            target_area = area * float(rng.uniform(scale_min, 1.0))
+            aspect = math.exp(float(rng.uniform(*log_ratio)))
+            bw = round(math.sqrt(target_area * aspect))
+            bh = round(math.sqrt(target_area / aspect))
+            if 0 < bw <= w and 0 < bh <= h:
+                top = int(rng.integers(0, h - bh + 1))
+                left = int(rng.integers(0, w - bw + 1))
+                box = (top, left, bh, bw)
+                break
+        if box is None:  # the centred fallback; the image is square, so the whole image
+            box = (0, 0, h, w)
+        top, left, bh, bw = box
+        crop = torch.from_numpy(np.ascontiguousarray(u8[i:i + 1, :, top:top + bh,
+                                                        left:left + bw])).to(torch.float32)
+        if (bh, bw) != (h, w):
+            crop = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False,
+                                 antialias=True)
+        out[i] = crop.round().clamp(0, 255).to(torch.uint8).numpy()[0]
+    flip = rng.random(n) < 0.5
+    out[flip] = out[flip][:, :, :, ::-1]
+    return out
+
+
 def random_erase(u8: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
     """Random erasing of each image of a uint8 batch [N, C, H, W], in place (and returned):
     the algorithm of vit::data::random_erasing (timm's RandomErasing, mode 'pixel', one box).
@@ -551,6 +590,8 @@ def cmd_train(args) -> int:
                          "embed dim a multiple of heads")
     if not 0 <= args.random_erase <= 1 or not 0 <= args.mix_prob <= 1:
         raise SystemExit("--random-erase and --mix-prob must be in [0, 1]")
+    if not 0 <= args.crop_scale <= 1:
+        raise SystemExit("--crop-scale must be in [0, 1]")
     if args.mixup < 0 or args.cutmix < 0:
         raise SystemExit("--mixup and --cutmix must be >= 0")
     # as vit::train::MixOptions::enabled(): otherwise the plain label-smoothed loss
@@ -568,7 +609,7 @@ def cmd_train(args) -> int:
           f"recipe: epochs {args.epochs}, warmup {args.warmup_epochs}, batch {args.batch}, "
           f"lr {args.lr:g}, min-lr {args.min_lr:g}, weight-decay {args.weight_decay:g}, "
           f"label-smoothing {args.label_smoothing:g}, clip-grad {args.clip_grad:g}, "
-          f"random-erase {args.random_erase:g}, mixup {args.mixup:g}, cutmix {args.cutmix:g}, "
+          f"random-erase {args.random_erase:g}, crop-scale {args.crop_scale:g}, mixup {args.mixup:g}, cutmix {args.cutmix:g}, "
           f"mix-prob {args.mix_prob:g} (mixing {'on' if mixing else 'off'}), seed {args.seed}",
           flush=True)
     blas = blas_libraries()
@@ -592,7 +633,10 @@ def cmd_train(args) -> int:
         t0 = time.perf_counter()
         for b in range(steps_per_epoch):
             idx = order[b * args.batch:(b + 1) * args.batch]
-            u8 = augment(train_x[idx], rng)
+            if args.crop_scale > 0:
+                u8 = random_resized_crop(train_x[idx], rng, args.crop_scale)
+            else:
+                u8 = augment(train_x[idx], rng)
             if args.random_erase > 0:  # no draws when off: the old runs stay reproducible
                 u8 = random_erase(u8, rng, args.random_erase)
             x = norm(u8)
@@ -641,6 +685,7 @@ def cmd_train(args) -> int:
         "train_seconds": round(train_seconds, 2), "steps": total_steps,
         "train_images": len(train_y), "test_images": len(test_y), "threads": args.threads,
         "torch": torch.__version__, "pool": args.pool, "random_erase": args.random_erase,
+        "crop_scale": args.crop_scale,
         "mixup": args.mixup, "cutmix": args.cutmix, "mix_prob": args.mix_prob,
     }
     print(json.dumps(result), flush=True)
@@ -676,6 +721,9 @@ def main(argv: List[str]) -> int:
     t.add_argument("--clip-grad", type=float, default=1.0)
     t.add_argument("--random-erase", type=float, default=0.0,
                    help="random erasing probability per training image (0: off)")
+    t.add_argument("--crop-scale", type=float, default=0.0,
+                   help="random resized crops of at least this area fraction instead of "
+                        "pad-and-crop (0: off)")
     t.add_argument("--mixup", type=float, default=0.0, help="Mixup Beta alpha (0: off)")
     t.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta alpha (0: off)")
     t.add_argument("--mix-prob", type=float, default=1.0,
