@@ -12,6 +12,7 @@
 #                   vit_base_patch16_224]
 #   --batches LIST  [1,8]            --threads LIST  [1,2]
 #   --peers LIST    [torch-fp32,torch-bf16,ort-fp32]
+#   --precision P   ours: fp32, bf16 or int8 [fp32] (the peers keep their own precision)
 #   --runs N [10]   --warmup N [3]   --rounds N [3]  --gate S [0] (see compare.py --help)
 #   --out FILE      [bench/results/<YYYY-MM-DD>.md, -<HHMMSS> added if it exists]
 # Environment:
@@ -37,6 +38,7 @@ MODELS="vit_tiny_patch16_224,vit_small_patch16_224,vit_base_patch16_224"
 BATCHES="1,8"
 THREADS="1,2"
 PEERS="torch-fp32,torch-bf16,ort-fp32"
+PRECISION="fp32"
 RUNS=10
 WARMUP=3
 ROUNDS=3
@@ -53,6 +55,7 @@ while [ $# -gt 0 ]; do
     --batches) BATCHES="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
     --peers) PEERS="$2"; shift 2 ;;
+    --precision) PRECISION="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
     --warmup) WARMUP="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
@@ -62,6 +65,10 @@ while [ $# -gt 0 ]; do
     *) usage >&2; die "unknown argument '$1'" ;;
   esac
 done
+case "$PRECISION" in
+  fp32|bf16|int8) ;;
+  *) usage >&2; die "--precision must be fp32, bf16 or int8, got '$PRECISION'" ;;
+esac
 IFS=, read -r -a model_list <<< "$MODELS"
 IFS=, read -r -a batch_list <<< "$BATCHES"
 IFS=, read -r -a thread_list <<< "$THREADS"
@@ -101,7 +108,7 @@ BENCH="$(cd "$(dirname "$BENCH")" && pwd)/$(basename "$BENCH")"
 run_threads=()
 skipped=""
 for t in "${thread_list[@]}"; do
-  if err="$("$BENCH" --model "${model_list[0]}" --threads "$t" --runs 1 --warmup 0 --json 2>&1 >/dev/null)"; then
+  if err="$("$BENCH" --model "${model_list[0]}" --threads "$t" --precision "$PRECISION" --runs 1 --warmup 0 --json 2>&1 >/dev/null)"; then
     run_threads+=("$t")
   else
     skipped="$skipped- threads $t skipped: ${err//$'\n'/ }"$'\n'
@@ -143,7 +150,7 @@ for v in LD_LIBRARY_PATH LD_PRELOAD $(compgen -e | grep -E '^(OPENBLAS|OMP|MKL|G
 done
 
 # Ours: vit-bench's JSON goes to compare.py and is kept in $JSONL (foreign load of our runs).
-ours="'$BENCH' --model {model} --batch {batch} --threads {threads} --precision fp32 --runs {runs} --warmup {warmup} --json | tee -a '$JSONL'"
+ours="'$BENCH' --model {model} --batch {batch} --threads {threads} --precision $PRECISION --runs {runs} --warmup {warmup} --json | tee -a '$JSONL'"
 n=0
 for m in "${model_list[@]}"; do
   for b in "${batch_list[@]}"; do
@@ -168,9 +175,9 @@ for m in "${model_list[@]}"; do
 done
 
 # --- 4. one table -------------------------------------------------------------------------------------
-python3 - "$work" "$OUT" "$started" "$JSONL" "$RUNS" "$WARMUP" "$ROUNDS" "$GATE" "$skipped" "$REPO" <<'PY'
+python3 - "$work" "$OUT" "$started" "$JSONL" "$RUNS" "$WARMUP" "$ROUNDS" "$GATE" "$skipped" "$REPO" "$PRECISION" <<'PY'
 import json, os, statistics, subprocess, sys
-work, out, started, jsonl, runs, warmup, rounds, gate, skipped, repo = sys.argv[1:]
+work, out, started, jsonl, runs, warmup, rounds, gate, skipped, repo, precision = sys.argv[1:]
 every = [json.loads(l) for l in open(jsonl) if l.strip()]
 rows, versions = [], set()
 for line in open(os.path.join(work, 'configs.tsv')):
@@ -188,7 +195,7 @@ head = ['model', 'batch', 'threads', 'peer', 'ours ms', 'peer ms', 'ours/peer (p
         'foreign load (peer runs)', 'foreign load (our runs, mean [min-max])']
 cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
 with open(out, 'w') as f:
-    f.write(f'# vit-bench vs peers, {started}\n\n')
+    f.write(f'# vit-bench ({precision}) vs peers, {started}\n\n')
     f.write(f'Machine: {os.cpu_count()} CPUs ({cpu}), shared with other processes: compare only the '
             'ratios, and look at the foreign load columns (cores used by other processes while '
             'the runs were timed; above ~0.3 the 2-thread numbers are not trustworthy).\n\n')
