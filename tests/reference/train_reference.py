@@ -609,7 +609,8 @@ def cmd_train(args) -> int:
           f"recipe: epochs {args.epochs}, warmup {args.warmup_epochs}, batch {args.batch}, "
           f"lr {args.lr:g}, min-lr {args.min_lr:g}, weight-decay {args.weight_decay:g}, "
           f"label-smoothing {args.label_smoothing:g}, clip-grad {args.clip_grad:g}, "
-          f"random-erase {args.random_erase:g}, crop-scale {args.crop_scale:g}, mixup {args.mixup:g}, cutmix {args.cutmix:g}, "
+          f"random-erase {args.random_erase:g}, crop-scale {args.crop_scale:g}, "
+          f"mixup {args.mixup:g}, cutmix {args.cutmix:g}, "
           f"mix-prob {args.mix_prob:g} (mixing {'on' if mixing else 'off'}), seed {args.seed}",
           flush=True)
     blas = blas_libraries()
