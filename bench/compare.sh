@@ -14,6 +14,8 @@
 #   --peers LIST    [torch-fp32,torch-bf16,ort-fp32]
 #   --precision P   ours: fp32, bf16 or int8 [fp32] (the peers keep their own precision)
 #   --runs N [10]   --warmup N [3]   --rounds N [3]  --gate S [0] (see compare.py --help)
+#   --load N        [0] keep N busy-loop processes running during every timed run (a competing
+#                   load: with 1 on a 2-core machine, the other core is busy)
 #   --out FILE      [bench/results/<YYYY-MM-DD>.md, -<HHMMSS> added if it exists]
 # Environment:
 #   VIT_PEERS_DIR   folder with compare.py, peers.py, setup.sh [<this folder>/../../shared/bench]
@@ -43,6 +45,7 @@ RUNS=10
 WARMUP=3
 ROUNDS=3
 GATE=0
+LOAD=0
 OUT=""
 
 say() { printf '[compare.sh] %s\n' "$*" >&2; }
@@ -60,6 +63,7 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
     --gate) GATE="$2"; shift 2 ;;
+    --load) LOAD="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$1'" ;;
@@ -68,6 +72,9 @@ done
 case "$PRECISION" in
   fp32|bf16|int8) ;;
   *) usage >&2; die "--precision must be fp32, bf16 or int8, got '$PRECISION'" ;;
+esac
+case "$LOAD" in
+  ''|*[!0-9]*) usage >&2; die "--load must be a count of processes (0 or more), got '$LOAD'" ;;
 esac
 IFS=, read -r -a model_list <<< "$MODELS"
 IFS=, read -r -a batch_list <<< "$BATCHES"
@@ -137,7 +144,18 @@ OUT="$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")"
 LOG="${OUT%.md}.log"
 JSONL="${OUT%.md}.ours.jsonl"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+load_pids=()
+cleanup() {
+  for pid in "${load_pids[@]+"${load_pids[@]}"}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# The competing load: plain shell busy loops, started once and ended by cleanup.
+for ((i = 0; i < LOAD; i++)); do
+  sh -c 'while :; do :; done' &
+  load_pids+=("$!")
+done
+[ "$LOAD" -eq 0 ] || say "competing load: $LOAD busy-loop process(es) running"
 : > "$LOG"
 : > "$JSONL"
 started="$(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -175,9 +193,9 @@ for m in "${model_list[@]}"; do
 done
 
 # --- 4. one table -------------------------------------------------------------------------------------
-python3 - "$work" "$OUT" "$started" "$JSONL" "$RUNS" "$WARMUP" "$ROUNDS" "$GATE" "$skipped" "$REPO" "$PRECISION" <<'PY'
+python3 - "$work" "$OUT" "$started" "$JSONL" "$RUNS" "$WARMUP" "$ROUNDS" "$GATE" "$skipped" "$REPO" "$PRECISION" "$LOAD" <<'PY'
 import json, os, statistics, subprocess, sys
-work, out, started, jsonl, runs, warmup, rounds, gate, skipped, repo, precision = sys.argv[1:]
+work, out, started, jsonl, runs, warmup, rounds, gate, skipped, repo, precision, load = sys.argv[1:]
 every = [json.loads(l) for l in open(jsonl) if l.strip()]
 rows, versions = [], set()
 for line in open(os.path.join(work, 'configs.tsv')):
@@ -199,6 +217,10 @@ with open(out, 'w') as f:
     f.write(f'Machine: {os.cpu_count()} CPUs ({cpu}), shared with other processes: compare only the '
             'ratios, and look at the foreign load columns (cores used by other processes while '
             'the runs were timed; above ~0.3 the 2-thread numbers are not trustworthy).\n\n')
+    if int(load):
+        f.write(f'Competing load (`--load {load}`): {load} busy-loop process(es) (`sh -c \'while :; do :; '
+                'done\'`) ran during every timed run, so the foreign load columns read about '
+                f'{load} core(s) by design.\n\n')
     f.write(f'{rounds} rounds x {runs} timed runs (+{warmup} warm-up) per process, gate {gate} s; ms are per '
             'batch, medians over rounds of per-process medians; ratio < 1: ours faster.\n\n')
     f.write('| ' + ' | '.join(head) + ' |\n|' + '---|' * len(head) + '\n')

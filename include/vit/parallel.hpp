@@ -141,6 +141,7 @@ class ThreadPool {
       for (Index t = 0; t < job.count; ++t) job.call(job.fn, t, 0);
       return;
     }
+    bool wake = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = job;
@@ -148,8 +149,11 @@ class ThreadPool {
       failed_.store(false, std::memory_order_relaxed);
       open_ = true;
       generation_.fetch_add(1, std::memory_order_release);
-      if (sleepers_ > 0) wake_.notify_all();
+      wake = sleepers_ > 0;
     }
+    // Notified after unlocking: a worker woken while the lock is still held
+    // blocks on it and needs a second wake-up when it is released.
+    if (wake) wake_.notify_all();
     work(job, 0);
     // Close the job: workers that have not joined it yet never will. Then wait
     // for the ones that did (each is finishing at most one task).
@@ -207,8 +211,10 @@ class ThreadPool {
       lock.unlock();
       work(job, thread);
       lock.lock();
-      if (active_.fetch_sub(1, std::memory_order_release) == 1 && caller_waiting_)
-        done_.notify_one();
+      const bool last = active_.fetch_sub(1, std::memory_order_release) == 1;
+      const bool notify = last && caller_waiting_;
+      lock.unlock();
+      if (notify) done_.notify_one();  // after unlocking, as in run_job
     }
   }
 
