@@ -179,18 +179,26 @@ class VisionTransformer {
   /// Recomputes the table added to the tokens, (T, D): prefix rows first
   /// (zero when the stored table has none), then the patch grid at the run
   /// size. Call after changing pos_embed by hand; loading does it.
-  void update_position_table() {
+  void update_position_table() { compute_position_table(pos_table_); }
+
+  /// Writes that table, from pos_embed as it is now, into `table` (resized
+  /// to (T, D); no allocation when it has that size and the stored grid is
+  /// the run grid). Training calls it after each optimizer step.
+  void compute_position_table(Matrix<Scalar>& table) const {
     const Index d = arch_.embed_dim, prefix = arch_.num_prefix_tokens();
     const Index grid = arch_.grid_size();
-    pos_table_ = Matrix<Scalar>::Zero(arch_.num_tokens(), d);
+    table.setZero(arch_.num_tokens(), d);
     if (arch_.pos_embed == PosEmbedKind::learned) {
       const Index stored_prefix = arch_.pos_embed_prefix ? prefix : 0;
       const Index from = arch_.table_grid();
-      pos_table_.topRows(stored_prefix) = pos_embed.topRows(stored_prefix);
-      pos_table_.bottomRows(grid * grid) =
-          resample_grid<Scalar>(pos_embed.bottomRows(from * from), from, grid);
+      table.topRows(stored_prefix) = pos_embed.topRows(stored_prefix);
+      if (from == grid)
+        table.bottomRows(grid * grid) = pos_embed.bottomRows(grid * grid);
+      else
+        table.bottomRows(grid * grid) =
+            resample_grid<Scalar>(pos_embed.bottomRows(from * from), from, grid);
     } else if (arch_.pos_embed == PosEmbedKind::sincos) {
-      pos_table_.bottomRows(grid * grid) = sincos_table<Scalar>(grid, d);
+      table.bottomRows(grid * grid) = sincos_table<Scalar>(grid, d);
     }
   }
 

@@ -145,9 +145,15 @@ TEST_CASE("layer norm: dx, dweight, dbias, stats match the inference layer") {
   x.row(2).setConstant(0.5);  // a constant row: std = sqrt(eps)
   const M w = random(4, 6, rng);
   M y(4, 6), stats(4, 2), y_ref(4, 6);
-  vit::train::layer_norm_forward<double>(ln, x, y, stats);
+  ln.forward(x, y, stats);
   ln.forward(x, y_ref);
-  CHECK((y - y_ref).cwiseAbs().maxCoeff() < 1e-14);
+  CHECK((y - y_ref).cwiseAbs().maxCoeff() == 0.0);  // the stats do not change the output
+  for (Eigen::Index r = 0; r < 4; ++r) {
+    const double mean = x.row(r).mean();
+    const double var = (x.row(r).array() - mean).square().mean();
+    CHECK(std::abs(stats(r, 0) - mean) < 1e-14);
+    CHECK(std::abs(stats(r, 1) - 1.0 / std::sqrt(var + 1e-6)) < 1e-9);
+  }
   auto loss = [&] {
     M out(4, 6);
     ln.forward(x, out);

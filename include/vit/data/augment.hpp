@@ -132,6 +132,34 @@ struct CropBox {
   int left = 0, top = 0, width = 0, height = 0;
 };
 
+namespace detail {
+
+/// One try of the box both random crops and random erasing draw: an area
+/// fraction s ~ U(scale), then an aspect ratio r = exp(U(log_lo, log_hi));
+/// returns {round(sqrt(A * s * r)), round(sqrt(A * s / r))}, halves to even.
+inline std::pair<double, double> draw_box_sides(std::mt19937_64& rng, double area,
+                                                const std::array<double, 2>& scale, double log_lo,
+                                                double log_hi) {
+  const double target_area = area * random_uniform(rng, scale[0], scale[1]);
+  const double aspect = std::exp(random_uniform(rng, log_lo, log_hi));
+  return {round_half_even(std::sqrt(target_area * aspect)),
+          round_half_even(std::sqrt(target_area / aspect))};
+}
+
+/// A width x height box placed uniformly in the image: the top row is drawn
+/// first, then the left column (torchvision's and timm's order).
+inline CropBox place_box(std::mt19937_64& rng, int image_width, int image_height, int width,
+                         int height) {
+  CropBox b;
+  b.width = width;
+  b.height = height;
+  b.top = int(random_below(rng, std::uint64_t(image_height - height + 1)));
+  b.left = int(random_below(rng, std::uint64_t(image_width - width + 1)));
+  return b;
+}
+
+}  // namespace detail
+
 /// torchvision's RandomResizedCrop.get_params: up to 10 tries of an area
 /// fraction s ~ U(scale) and an aspect ratio r = exp(U(log ratio)), giving
 /// w = round(sqrt(A * s * r)), h = round(sqrt(A * s / r)) (A = image area,
@@ -154,18 +182,9 @@ inline CropBox random_resized_crop_box(int image_width, int image_height, std::m
   const double area = double(image_width) * double(image_height);
   const double log_lo = std::log(ratio[0]), log_hi = std::log(ratio[1]);
   for (int attempt = 0; attempt < 10; ++attempt) {
-    const double target_area = area * random_uniform(rng, scale[0], scale[1]);
-    const double aspect = std::exp(random_uniform(rng, log_lo, log_hi));
-    const double w = detail::round_half_even(std::sqrt(target_area * aspect));
-    const double h = detail::round_half_even(std::sqrt(target_area / aspect));
-    if (w > 0 && w <= image_width && h > 0 && h <= image_height) {
-      CropBox b;
-      b.width = int(w);
-      b.height = int(h);
-      b.top = int(random_below(rng, std::uint64_t(image_height - b.height + 1)));
-      b.left = int(random_below(rng, std::uint64_t(image_width - b.width + 1)));
-      return b;
-    }
+    const auto [w, h] = detail::draw_box_sides(rng, area, scale, log_lo, log_hi);
+    if (w > 0 && w <= image_width && h > 0 && h <= image_height)
+      return detail::place_box(rng, image_width, image_height, int(w), int(h));
   }
   // Fallback: centre crop, the ratio clamped into range.
   CropBox b;
@@ -227,16 +246,12 @@ inline Image random_erasing(const Image& in, std::mt19937_64& rng, double p = 0.
   const double area = double(in.width) * double(in.height);
   const double log_lo = std::log(ratio[0]), log_hi = std::log(ratio[1]);
   for (int attempt = 0; attempt < 10; ++attempt) {
-    const double target_area = area * random_uniform(rng, scale[0], scale[1]);
-    const double aspect = std::exp(random_uniform(rng, log_lo, log_hi));
-    const double h = detail::round_half_even(std::sqrt(target_area * aspect));
-    const double w = detail::round_half_even(std::sqrt(target_area / aspect));
+    // timm puts r on the height here (torchvision's crop puts it on the width).
+    const auto [h, w] = detail::draw_box_sides(rng, area, scale, log_lo, log_hi);
     if (!(w < in.width && h < in.height)) continue;
-    const int bh = int(h), bw = int(w);
-    const int top = int(random_below(rng, std::uint64_t(in.height - bh + 1)));
-    const int left = int(random_below(rng, std::uint64_t(in.width - bw + 1)));
-    for (int y = top; y < top + bh; ++y)
-      for (int x = left; x < left + bw; ++x) {
+    const CropBox b = detail::place_box(rng, in.width, in.height, int(w), int(h));
+    for (int y = b.top; y < b.top + b.height; ++y)
+      for (int x = b.left; x < b.left + b.width; ++x) {
         const std::uint64_t r = rng();  // one draw: the pixel's three bytes
         out.at(x, y, 0) = std::uint8_t(r >> 56);
         out.at(x, y, 1) = std::uint8_t(r >> 48);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cmath>
+#include <utility>
 
 #include "vit/tensor.hpp"
 
@@ -26,7 +27,7 @@ struct LayerNorm {
   /// Mean of row r of x, taken of the offsets from the row's first value: a
   /// constant row then has exactly its value as mean (variance 0, output =
   /// bias), where summing the values themselves rounds (1e20 in float) or
-  /// overflows (1e38). The training forward pass uses it too.
+  /// overflows (1e38).
   static Scalar row_mean(const MatrixCRef<Scalar>& x, Index r) {
     const Index n = x.cols();
     const Scalar first = n > 0 ? x(r, 0) : Scalar(0);
@@ -35,14 +36,29 @@ struct LayerNorm {
 
   /// x, y: [rows, features]; y may be x itself (in place).
   void forward(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y) const {
-    const Index n = x.cols();
+    for (Index r = 0; r < x.rows(); ++r) forward_row(x, r, y);
+  }
+
+  /// Same, and keeps each row's mean and 1/std for the backward pass in
+  /// stats: [rows, 2].
+  void forward(const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y, MatrixRef<Scalar> stats) const {
     for (Index r = 0; r < x.rows(); ++r) {
-      // Two passes (mean, then centred squares): stable when |mean| >> std.
-      const Scalar mean = row_mean(x, r);
-      const Scalar var = (x.row(r).array() - mean).square().sum() / Scalar(n);
-      const Scalar inv = Scalar(1) / std::sqrt(var + Scalar(eps));
-      y.row(r) = ((x.row(r).array() - mean) * inv * weight.array() + bias.array()).matrix();
+      const auto [mean, inv] = forward_row(x, r, y);
+      stats(r, 0) = mean;
+      stats(r, 1) = inv;
     }
+  }
+
+ private:
+  /// Normalises row r of x into row r of y; returns its mean and 1/std.
+  std::pair<Scalar, Scalar> forward_row(const MatrixCRef<Scalar>& x, Index r,
+                                        MatrixRef<Scalar>& y) const {
+    // Two passes (mean, then centred squares): stable when |mean| >> std.
+    const Scalar mean = row_mean(x, r);
+    const Scalar var = (x.row(r).array() - mean).square().sum() / Scalar(x.cols());
+    const Scalar inv = Scalar(1) / std::sqrt(var + Scalar(eps));
+    y.row(r) = ((x.row(r).array() - mean) * inv * weight.array() + bias.array()).matrix();
+    return {mean, inv};
   }
 };
 

@@ -111,11 +111,7 @@ class Backprop {
     // optimizer changes pos_embed between steps. [T, D]
     const Matrix<Scalar>* table = &model.position_table();
     if (arch_.pos_embed == PosEmbedKind::learned) {
-      const Index stored_prefix = arch_.pos_embed_prefix ? prefix : 0;
-      pos_table_.resize(t, arch_.embed_dim);
-      pos_table_.topRows(prefix).setZero();
-      pos_table_.topRows(stored_prefix) = model.pos_embed.topRows(stored_prefix);
-      pos_table_.bottomRows(p) = model.pos_embed.bottomRows(p);
+      model.compute_position_table(pos_table_);
       table = &pos_table_;
     }
     Matrix<Scalar>& x0 = blocks_[0].x;
@@ -132,9 +128,8 @@ class Backprop {
     // Final norm, pooling, fc_norm, head.
     if (arch_.final_norm)
       ctx.for_rows(n * t, [&](Index r0, Index count) {
-        layer_norm_forward<Scalar>(model.norm, x_out_.middleRows(r0, count),
-                                   normed_.middleRows(r0, count),
-                                   norm_stats_.middleRows(r0, count));
+        model.norm.forward(x_out_.middleRows(r0, count), normed_.middleRows(r0, count),
+                           norm_stats_.middleRows(r0, count));
       });
     const Matrix<Scalar>& tok = arch_.final_norm ? normed_ : x_out_;
     for (Index i = 0; i < n; ++i) {
@@ -144,8 +139,7 @@ class Backprop {
         pooled_.row(i) = tok.row(i * t);
     }
     if (arch_.fc_norm)
-      layer_norm_forward<Scalar>(model.fc_norm, pooled_.topRows(n), features_.topRows(n),
-                                 fc_stats_.topRows(n));
+      model.fc_norm.forward(pooled_.topRows(n), features_.topRows(n), fc_stats_.topRows(n));
     else
       features_.topRows(n) = pooled_.topRows(n);
     logits_.resize(n, arch_.num_classes);
@@ -301,8 +295,8 @@ class Backprop {
     const Index hd = d / heads;
     const Scalar scale = Scalar(1) / std::sqrt(Scalar(hd));
     ctx.for_rows(rows, [&](Index r0, Index count) {
-      layer_norm_forward<Scalar>(blk.norm1, c.x.middleRows(r0, count), c.ln1.middleRows(r0, count),
-                                 c.ln1_st.middleRows(r0, count));
+      blk.norm1.forward(c.x.middleRows(r0, count), c.ln1.middleRows(r0, count),
+                        c.ln1_st.middleRows(r0, count));
     });
     linear_forward<Scalar>(blk.attn.qkv, at(0), c.ln1.topRows(rows), c.qkv.topRows(rows), ctx);
     ctx.run(n_ * heads, [&](Index task, int thread) {
@@ -318,8 +312,8 @@ class Backprop {
     linear_forward<Scalar>(blk.attn.proj, at(1), c.context.topRows(rows), c.mid.topRows(rows), ctx,
                            nn::Epilogue::accumulate);
     ctx.for_rows(rows, [&](Index r0, Index count) {
-      layer_norm_forward<Scalar>(blk.norm2, c.mid.middleRows(r0, count),
-                                 c.ln2.middleRows(r0, count), c.ln2_st.middleRows(r0, count));
+      blk.norm2.forward(c.mid.middleRows(r0, count), c.ln2.middleRows(r0, count),
+                        c.ln2_st.middleRows(r0, count));
     });
     linear_forward<Scalar>(blk.mlp.fc1, at(2), c.ln2.topRows(rows), c.dact.topRows(rows), ctx);
     const Activation act = blk.mlp.act;
@@ -348,14 +342,7 @@ class Backprop {
     });
     linear_backward<Scalar>(blk.mlp.fc1, c.ln2.topRows(rows), dhidden_.topRows(rows),
                             dln_.topRows(rows), g.mlp.fc1, ctx, at(2), work());
-    layer_norm_param_grads<Scalar>(c.mid.topRows(rows), c.ln2_st.topRows(rows), dln_.topRows(rows),
-                                   g.norm2);
-    ctx.for_rows(rows, [&](Index r0, Index count) {
-      layer_norm_backward_rows<Scalar>(blk.norm2, c.mid.middleRows(r0, count),
-                                       c.ln2_st.middleRows(r0, count), dln_.middleRows(r0, count),
-                                       dmid_.middleRows(r0, count));
-      dmid_.middleRows(r0, count) += dx_.middleRows(r0, count);
-    });
+    norm_backward_residual(blk.norm2, c.mid, c.ln2_st, g.norm2, dx_, dmid_, ctx);
     // Attention: mid = x + proj(attention(ln1(x))).
     linear_backward<Scalar>(blk.attn.proj, c.context.topRows(rows), dmid_.topRows(rows),
                             dcontext_.topRows(rows), g.attn.proj, ctx, at(1), work());
@@ -372,13 +359,22 @@ class Backprop {
     });
     linear_backward<Scalar>(blk.attn.qkv, c.ln1.topRows(rows), dqkv_.topRows(rows),
                             dln_.topRows(rows), g.attn.qkv, ctx, at(0), work());
-    layer_norm_param_grads<Scalar>(c.x.topRows(rows), c.ln1_st.topRows(rows), dln_.topRows(rows),
-                                   g.norm1);
+    norm_backward_residual(blk.norm1, c.x, c.ln1_st, g.norm1, dmid_, dx_, ctx);
+  }
+
+  // The pre-norm branch y = x + f(ln(x)) from d(ln output) in dln_ and dy:
+  // dx = dy + ln'(dln_), and ln's parameter gradients accumulate into g.
+  // x, dy, dx: [rows, D]; stats: ln's (mean, 1/std) per row, [rows, 2].
+  void norm_backward_residual(const nn::LayerNorm<Scalar>& ln, const Matrix<Scalar>& x,
+                              const Matrix<Scalar>& stats, nn::LayerNorm<Scalar>& g,
+                              const Matrix<Scalar>& dy, Matrix<Scalar>& dx,
+                              const nn::GemmContext<Scalar>& ctx) {
+    const Index rows = n_ * arch_.num_tokens();
+    layer_norm_param_grads<Scalar>(x.topRows(rows), stats.topRows(rows), dln_.topRows(rows), g);
     ctx.for_rows(rows, [&](Index r0, Index count) {
-      layer_norm_backward_rows<Scalar>(blk.norm1, c.x.middleRows(r0, count),
-                                       c.ln1_st.middleRows(r0, count), dln_.middleRows(r0, count),
-                                       dx_.middleRows(r0, count));
-      dx_.middleRows(r0, count) += dmid_.middleRows(r0, count);
+      layer_norm_backward_rows<Scalar>(ln, x.middleRows(r0, count), stats.middleRows(r0, count),
+                                       dln_.middleRows(r0, count), dx.middleRows(r0, count));
+      dx.middleRows(r0, count) += dy.middleRows(r0, count);
     });
   }
 

@@ -127,22 +127,6 @@ void linear_backward(const nn::Linear<Scalar>& layer, const MatrixCRef<Scalar>& 
   linear_input_grad<Scalar>(layer, packed, dy, dx, ctx);
 }
 
-/// LayerNorm forward that also keeps each row's mean and 1/std for the
-/// backward pass. x, y: [rows, F]; stats: [rows, 2] (mean, 1/std).
-template <class Scalar>
-void layer_norm_forward(const nn::LayerNorm<Scalar>& ln, const MatrixCRef<Scalar>& x,
-                        MatrixRef<Scalar> y, MatrixRef<Scalar> stats) {
-  const Index f = x.cols();
-  for (Index r = 0; r < x.rows(); ++r) {
-    const Scalar mean = nn::LayerNorm<Scalar>::row_mean(x, r);
-    const Scalar var = (x.row(r).array() - mean).square().sum() / Scalar(f);
-    const Scalar inv = Scalar(1) / std::sqrt(var + Scalar(ln.eps));
-    y.row(r) = ((x.row(r).array() - mean) * inv * ln.weight.array() + ln.bias.array()).matrix();
-    stats(r, 0) = mean;
-    stats(r, 1) = inv;
-  }
-}
-
 /// dx of LayerNorm, row by row: with xhat = (x - mean) / std and
 /// g = dy * weight, dx = (g - mean(g) - xhat * mean(g * xhat)) / std.
 template <class Scalar>
