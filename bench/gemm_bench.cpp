@@ -154,37 +154,51 @@ double relative_diff(const Matrix<float>& x, const Matrix<float>& y) {
   return double(diff / scale);
 }
 
+// One weight packed for each of our three kernels, and scratch for any of them
+// with m rows.
+struct OurKernels {
+  OurKernels(const Matrix<float>& w, Index m)
+      : p32(w),
+        p16(w),
+        p8(w),
+        scratch(std::max({vit::nn::gemm_packed_scratch_size(m, w.cols()),
+                          vit::nn::gemm_packed_bf16_scratch_size(m, w.cols()),
+                          vit::nn::gemm_packed_int8_scratch_size(m, w.cols())})) {}
+  vit::nn::PackedWeight p32;
+  vit::nn::PackedWeightBf16 p16;
+  vit::nn::PackedWeightInt8 p8;
+  mutable std::vector<float> scratch;
+};
+
 // --lowp: fp32, bf16 and int8 packed kernels on one shape, one table row.
 void run_lowp(const Shape& s, int runs) {
   using vit::nn::Epilogue;
   const Matrix<float> a = random_matrix(s.m, s.k, 1);
   const Matrix<float> w = random_matrix(s.n, s.k, 2);
   const RowVector<float> bias = random_matrix(1, s.n, 3);
-  const vit::nn::PackedWeight p32(w);
-  const vit::nn::PackedWeightBf16 p16(w);
-  const vit::nn::PackedWeightInt8 p8(w);
-  std::vector<float> scratch(std::max({vit::nn::gemm_packed_scratch_size(s.m, s.k),
-                                       vit::nn::gemm_packed_bf16_scratch_size(s.m, s.k),
-                                       vit::nn::gemm_packed_int8_scratch_size(s.m, s.k)}));
+  const OurKernels k(w, s.m);
   Matrix<float> c32(s.m, s.n), c16(s.m, s.n), c8(s.m, s.n);
   Matrix<float> e16 = random_matrix(s.m, s.n, 4), e8 = e16;
-  float* sp = scratch.data();
+  float* sp = k.scratch.data();
 
   std::vector<Variant> variants;
   variants.push_back(
-      {"fp32", [&] { vit::nn::gemm_packed(a, p32, c32, nullptr, Epilogue::store, sp); }, {}, {}});
-  variants.push_back({"bf16",
-                      [&] { vit::nn::gemm_packed_bf16(a, p16, c16, nullptr, Epilogue::store, sp); },
-                      {},
-                      {}});
+      {"fp32", [&] { vit::nn::gemm_packed(a, k.p32, c32, nullptr, Epilogue::store, sp); }, {}, {}});
+  variants.push_back(
+      {"bf16",
+       [&] { vit::nn::gemm_packed_bf16(a, k.p16, c16, nullptr, Epilogue::store, sp); },
+       {},
+       {}});
   variants.push_back({"int8",
-                      [&] { vit::nn::gemm_packed_int8(a, p8, c8, nullptr, Epilogue::store, sp); },
+                      [&] { vit::nn::gemm_packed_int8(a, k.p8, c8, nullptr, Epilogue::store, sp); },
+                      {},
+                      {}});
+  variants.push_back({"bf16+epi",
+                      [&] { vit::nn::gemm_packed_bf16(a, k.p16, e16, bias.data(), s.ep, sp); },
                       {},
                       {}});
   variants.push_back(
-      {"bf16+epi", [&] { vit::nn::gemm_packed_bf16(a, p16, e16, bias.data(), s.ep, sp); }, {}, {}});
-  variants.push_back(
-      {"int8+epi", [&] { vit::nn::gemm_packed_int8(a, p8, e8, bias.data(), s.ep, sp); }, {}, {}});
+      {"int8+epi", [&] { vit::nn::gemm_packed_int8(a, k.p8, e8, bias.data(), s.ep, sp); }, {}, {}});
   measure(variants, runs);
 
   const double gflop = 2.0 * double(s.m) * double(s.n) * double(s.k) * 1e-9;
@@ -286,28 +300,23 @@ void run_onednn(dnnl::engine& eng, const Shape& s, int runs) {
   using T = OneDnnMatmul::Type;
   const Matrix<float> a = random_matrix(s.m, s.k, 1);
   const Matrix<float> w = random_matrix(s.n, s.k, 2);
-  const vit::nn::PackedWeight p32(w);
-  const vit::nn::PackedWeightBf16 p16(w);
-  const vit::nn::PackedWeightInt8 p8(w);
-  std::vector<float> scratch(std::max({vit::nn::gemm_packed_scratch_size(s.m, s.k),
-                                       vit::nn::gemm_packed_bf16_scratch_size(s.m, s.k),
-                                       vit::nn::gemm_packed_int8_scratch_size(s.m, s.k)}));
+  const OurKernels k(w, s.m);
   Matrix<float> c32(s.m, s.n), c16(s.m, s.n), c8(s.m, s.n);
-  float* sp = scratch.data();
+  float* sp = k.scratch.data();
   OneDnnMatmul d32(eng, T::f32, a, w), d16(eng, T::bf16, a, w), d8(eng, T::s8, a, w);
 
   std::vector<Variant> v;
   v.push_back(
-      {"fp32", [&] { vit::nn::gemm_packed(a, p32, c32, nullptr, Epilogue::store, sp); }, {}, {}});
+      {"fp32", [&] { vit::nn::gemm_packed(a, k.p32, c32, nullptr, Epilogue::store, sp); }, {}, {}});
   v.push_back({"onednn fp32", [&] { d32.run(false); }, {}, {}});
   v.push_back({"bf16",
-               [&] { vit::nn::gemm_packed_bf16(a, p16, c16, nullptr, Epilogue::store, sp); },
+               [&] { vit::nn::gemm_packed_bf16(a, k.p16, c16, nullptr, Epilogue::store, sp); },
                {},
                {}});
   v.push_back({"onednn bf16", [&] { d16.run(false); }, {}, {}});
   v.push_back({"onednn bf16 + convert", [&] { d16.run(true); }, {}, {}});
   v.push_back({"int8",
-               [&] { vit::nn::gemm_packed_int8(a, p8, c8, nullptr, Epilogue::store, sp); },
+               [&] { vit::nn::gemm_packed_int8(a, k.p8, c8, nullptr, Epilogue::store, sp); },
                {},
                {}});
   v.push_back({"onednn int8", [&] { d8.run(false); }, {}, {}});
