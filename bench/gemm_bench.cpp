@@ -154,6 +154,15 @@ double relative_diff(const Matrix<float>& x, const Matrix<float>& y) {
   return double(diff / scale);
 }
 
+// The line naming our three kernels as this CPU runs them (label: first word).
+void print_our_kernels(const char* label, int runs) {
+  std::printf("%s: fp32 %s, bf16 %s, int8 %s; %d timed runs; load average %.2f\n", label,
+              vit::nn::gemm_packed_uses_avx512() ? "AVX-512 14x32" : "portable",
+              vit::nn::gemm_packed_bf16_uses_avx512bf16() ? "AVX512-BF16 14x32" : "portable",
+              vit::nn::gemm_packed_int8_uses_avx512vnni() ? "AVX512-VNNI 14x32" : "portable", runs,
+              load_average());
+}
+
 // One weight packed for each of our three kernels, and scratch for any of them
 // with m rows.
 struct OurKernels {
@@ -402,11 +411,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-    std::printf("ours: fp32 %s, bf16 %s, int8 %s; %d timed runs; load average %.2f\n",
-                vit::nn::gemm_packed_uses_avx512() ? "AVX-512 14x32" : "portable",
-                vit::nn::gemm_packed_bf16_uses_avx512bf16() ? "AVX512-BF16 14x32" : "portable",
-                vit::nn::gemm_packed_int8_uses_avx512vnni() ? "AVX512-VNNI 14x32" : "portable",
-                runs, load_average());
+    print_our_kernels("ours", runs);
     print_onednn_header(eng);
     std::printf(
         "GOP/s (2 M K N per call), 1 thread, medians of wall-clock time. oneDNN: the product "
@@ -430,11 +435,7 @@ int main(int argc, char** argv) {
   }
 
   if (lowp) {
-    std::printf("kernels: fp32 %s, bf16 %s, int8 %s; %d timed runs; load average %.2f\n",
-                vit::nn::gemm_packed_uses_avx512() ? "AVX-512 14x32" : "portable",
-                vit::nn::gemm_packed_bf16_uses_avx512bf16() ? "AVX512-BF16 14x32" : "portable",
-                vit::nn::gemm_packed_int8_uses_avx512vnni() ? "AVX512-VNNI 14x32" : "portable",
-                runs, load_average());
+    print_our_kernels("kernels", runs);
     std::printf(
         "GOP/s (2 M K N per call), 1 thread: median of wall-clock time [min .. max], (median by "
         "thread CPU time)\n\n");
