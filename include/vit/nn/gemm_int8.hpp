@@ -52,10 +52,12 @@
 // The AVX-512 kernel runs when the CPU reports AVX512-VNNI (plus F, BW, DQ,
 // VL); otherwise, or after gemm_packed_int8_force_portable(true), a portable
 // kernel runs on the same layouts. Both quantise identically and compute the
-// same integers; the results then differ at most where a compiler contracts
-// the scaling and the bias or residual add of the portable code into an FMA,
-// and by the vectorised GELU (2e-7). The portable kernel is slow (about a
-// quarter of gemm_packed's portable speed): without VNNI, int8 does not pay.
+// same integers and the same dequantisation (one FMA: sum times scale plus
+// bias); the results then differ at most where a compiler contracts the
+// residual add of the portable code, and by the vectorised GELU (2e-7). A
+// row's result does not depend on the other rows of the call. The portable
+// kernel is slow (about a quarter of gemm_packed's portable speed): without
+// VNNI, int8 does not pay.
 #pragma once
 
 #include <Eigen/Core>
@@ -230,8 +232,9 @@ inline float finish(std::int32_t acc, int i, int j, const TileArgs& t, const flo
   const auto x = static_cast<std::int32_t>(static_cast<std::uint32_t>(acc) -
                                            static_cast<std::uint32_t>(t.row_zero[i]) *
                                                static_cast<std::uint32_t>(t.col_sum[j]));
-  float v = static_cast<float>(x) * (t.row_scale[i] * t.col_scale[j]);
-  if (t.bias) v += t.bias[j];
+  // One fused multiply-add, as the vector kernel (see there).
+  float v =
+      std::fma(static_cast<float>(x), t.row_scale[i] * t.col_scale[j], t.bias ? t.bias[j] : 0.0f);
   if (t.ep == Epilogue::accumulate) v = *cij + v;
   if (t.ep == Epilogue::gelu) v = pgemm::gelu_scalar(v);
   return v;
@@ -332,7 +335,10 @@ VIT_INT8_TARGET void tile_avx512(Index groups, const unsigned char* a, const std
     bias[v] =
         (t.bias && mask[v]) ? _mm512_maskz_loadu_ps(mask[v], t.bias + 16 * v) : _mm512_setzero_ps();
   }
-  // Dequantise: (acc - z_i colsum_j) as float, times s_i s_j, plus the bias.
+  // Dequantise: (acc - z_i colsum_j) as float, times s_i s_j, plus the bias
+  // (zero without one), in one explicit FMA: left to the compiler, the
+  // multiply and add were fused in some tile heights and not in others, so a
+  // row's result changed in the last bit with its position in the batch.
   __m512 y[R][2];
   VIT_PGEMM_UNROLL
   for (int i = 0; i < R; ++i) {
@@ -341,9 +347,8 @@ VIT_INT8_TARGET void tile_avx512(Index groups, const unsigned char* a, const std
     VIT_PGEMM_UNROLL
     for (int v = 0; v < 2; ++v) {
       const __m512i x = _mm512_sub_epi32((__m512i)acc[i][v], _mm512_mullo_epi32(zi, csum[v]));
-      y[i][v] =
-          _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(pgemm::kAll, x), _mm512_mul_ps(si, cscale[v]));
-      if (t.bias) y[i][v] = _mm512_add_ps(y[i][v], bias[v]);
+      y[i][v] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(pgemm::kAll, x),
+                                _mm512_mul_ps(si, cscale[v]), bias[v]);
     }
   }
   VIT_PGEMM_UNROLL
