@@ -395,42 +395,30 @@ TEST_CASE("a row's low-precision result does not depend on the other rows of the
   // 45 rows: row blocks of 14-row micro-tiles and a shorter last tile; one row
   // alone runs a 1-row tile. The bits must be the same (they were not for
   // int8 with a bias while the compiler chose where to fuse multiply and add).
-  const Index m = 45, k = 100, n = 70;
-  const Matrix<float> a = random_matrix(m, k, 81), w = random_matrix(n, k, 82);
-  const Matrix<float> c0 = random_matrix(m, n, 83);
-  const std::vector<float> bias = random_vector(n, 84);
-  const PackedWeightBf16 wb(w);
-  const PackedWeightInt8 wi(w);
-  for (Kind kind : kKinds)
+  const Case cs(45, 100, 70, 81);
+  for (Kind kind : kKinds) {
+    std::vector<float> scratch(cs.scratch_size(kind));  // enough for one row too
     for (bool portable : {false, true}) {
       ForcePortable force(kind, portable);
-      auto run = [&](const Eigen::Ref<const Matrix<float>>& x, Eigen::Ref<Matrix<float>> c,
-                     const float* b, Epilogue ep) {
-        std::vector<float> scratch(kind == Kind::bf16
-                                       ? vit::nn::gemm_packed_bf16_scratch_size(x.rows(), k)
-                                       : vit::nn::gemm_packed_int8_scratch_size(x.rows(), k));
-        if (kind == Kind::bf16)
-          vit::nn::gemm_packed_bf16(x, wb, c, b, ep, scratch.data());
-        else
-          vit::nn::gemm_packed_int8(x, wi, c, b, ep, scratch.data());
-      };
-      for (Epilogue ep : {Epilogue::store, Epilogue::accumulate, Epilogue::gelu})
-        for (const float* b : {bias.data(), static_cast<const float*>(nullptr)}) {
-          Matrix<float> all = c0;
-          run(a, all, b, ep);
+      for (Epilogue ep : kEpilogues)
+        for (bool with_bias : {false, true}) {
+          const float* b = with_bias ? cs.bias.data() : nullptr;
+          Matrix<float> all = cs.c0;
+          cs.run(kind, cs.a, all, b, ep, scratch.data(), 0, cs.n);
           Index differ = 0;
-          for (Index i = 0; i < m; ++i) {
-            Matrix<float> one = c0.row(i);
-            run(a.row(i), one, b, ep);
+          for (Index i = 0; i < cs.m; ++i) {
+            Matrix<float> one = cs.c0.row(i);
+            cs.run(kind, cs.a.row(i), one, b, ep, scratch.data(), 0, cs.n);
             differ += (one.row(0).array() != all.row(i).array()).count();
           }
           CAPTURE(int(kind));
           CAPTURE(portable);
           CAPTURE(int(ep));
-          CAPTURE(b != nullptr);
+          CAPTURE(with_bias);
           CHECK(differ == 0);
         }
     }
+  }
 }
 
 TEST_CASE("the SIMD packing of activations equals the scalar one, bit for bit") {

@@ -386,27 +386,25 @@ VIT_INT8_TARGET inline float hmax(__m512 x) {
 // row_quant(x, k), vectorised (min and max are exact, so the result is the
 // same). The row usually comes from memory (the previous layer's output of a
 // large batch): two independent chains per 32 floats and a prefetch 1 KiB
-// ahead keep the loads in flight instead of waiting on each line.
+// ahead (through an integer address: it may lie past the row) keep the loads
+// in flight instead of waiting on each line.
 VIT_INT8_TARGET inline RowQuant row_quant_avx512(const float* x, Index k) {
   __m512 lo0 = _mm512_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
   __mmask16 bad0 = 0, bad1 = 0;
-  Index kk = 0;
-  for (; kk + 32 <= k; kk += 32) {
-    _mm_prefetch(reinterpret_cast<const char*>(x + kk + 256), _MM_HINT_T0);
-    const __m512 v0 = _mm512_loadu_ps(x + kk), v1 = _mm512_loadu_ps(x + kk + 16);
+  for (Index kk = 0; kk < k; kk += 32) {
+    _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(x + kk) + 1024),
+                 _MM_HINT_T0);
+    // Zeros past the row's end: the range holds 0 anyway.
+    const int left = static_cast<int>(std::min<Index>(32, k - kk));
+    const __mmask16 m1 = pgemm::lane_mask(0, left - 16);
+    const __m512 v0 = _mm512_maskz_loadu_ps(pgemm::lane_mask(0, left), x + kk);
+    const __m512 v1 = m1 ? _mm512_maskz_loadu_ps(m1, x + kk + 16) : _mm512_setzero_ps();
     lo0 = pgemm::min16(lo0, v0);
     hi0 = pgemm::max16(hi0, v0);
     lo1 = pgemm::min16(lo1, v1);
     hi1 = pgemm::max16(hi1, v1);
     bad0 |= _mm512_fpclass_ps_mask(v0, 0x99);  // QNaN, SNaN, +inf, -inf
     bad1 |= _mm512_fpclass_ps_mask(v1, 0x99);
-  }
-  for (; kk < k; kk += 16) {
-    const __mmask16 m = pgemm::lane_mask(0, static_cast<int>(std::min<Index>(16, k - kk)));
-    const __m512 v = _mm512_maskz_loadu_ps(m, x + kk);  // zeros outside: the range holds 0
-    lo0 = pgemm::min16(lo0, v);
-    hi0 = pgemm::max16(hi0, v);
-    bad0 |= _mm512_fpclass_ps_mask(v, 0x99);
   }
   return row_quant(hmin(pgemm::min16(lo0, lo1)), hmax(pgemm::max16(hi0, hi1)), (bad0 | bad1) == 0);
 }
