@@ -33,6 +33,11 @@ Two subcommands:
          DIR holds train.bin and test.bin in the CIFAR-10 binary layout (3073-byte records:
          label, then the R, G, B planes of 32x32). Quick check:
              ... train --data CIFAR10_DIR --epochs 1 --limit-train 1024 --limit-test 500
+         --processes P trains data-parallel in P processes (gloo, --threads each): each
+         process runs a contiguous 1/P of every batch and the gradients are averaged before
+         clipping, the same step as one process up to the order of float sums. With
+         `--processes 2 --threads 1` the recipe's model trains about twice as fast on two
+         cores as with one process (torch gains little from a second thread at this size).
          The recipe:
            * data: (x / 255 - mean) / std with mean (0.4914, 0.4822, 0.4465),
              std (0.2470, 0.2435, 0.2616); training images randomly cropped to 32 x 32 from
@@ -86,6 +91,7 @@ import argparse
 import json
 import math
 import os
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -564,6 +570,37 @@ def blas_libraries() -> List[str]:
 
 
 def cmd_train(args) -> int:
+    if args.processes < 1 or args.batch % args.processes:
+        raise SystemExit("--processes must be at least 1 and divide --batch")
+    if args.processes == 1:
+        return train(args, 0)
+    # Data parallel on one machine: every process draws the same batches and augmentations
+    # (same seeds), runs its own contiguous slice of each batch, and the gradients are
+    # averaged before clipping, so each step is the single-process step up to the order of
+    # the float sums. Pays off for this small model, where torch gains little from threads.
+    import torch.multiprocessing as mp
+    with socket.socket() as s:  # a free port for the process group
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    mp.spawn(_train_worker, args=(args,), nprocs=args.processes)
+    return 0
+
+
+def _train_worker(rank: int, args) -> None:
+    import torch.distributed as dist
+    dist.init_process_group("gloo", rank=rank, world_size=args.processes)
+    try:
+        train(args, rank)
+    finally:
+        dist.destroy_process_group()
+
+
+def train(args, rank: int) -> int:
+    """The training run; with --processes P this is process `rank` of P (0 reports)."""
+    world = args.processes
+    if world > 1:
+        import torch.distributed as dist
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -578,7 +615,7 @@ def cmd_train(args) -> int:
     if args.epochs < 1:
         raise SystemExit("--epochs must be at least 1")
     if warmup_steps > total_steps:
-        print(f"# note: --warmup-epochs {args.warmup_epochs} is more than --epochs "
+        report(f"# note: --warmup-epochs {args.warmup_epochs} is more than --epochs "
               f"{args.epochs}: the whole run is warm-up", flush=True)
         warmup_steps = total_steps
 
@@ -601,10 +638,11 @@ def cmd_train(args) -> int:
     norm = Normalize(a.image_size)
     params = list(p.values())
     n_params = sum(t.numel() for t in params)
-    print(f"# {len(train_y)} train / {len(test_y)} test images, {n_params} parameters, "
-          f"{steps_per_epoch} steps per epoch, {args.threads} threads, torch {torch.__version__}",
-          flush=True)
-    print(f"# model: width {a.embed_dim}, depth {a.depth}, heads {a.num_heads}, "
+    report = print if rank == 0 else (lambda *a, **k: None)
+    report(f"# {len(train_y)} train / {len(test_y)} test images, {n_params} parameters, "
+           f"{steps_per_epoch} steps per epoch, {world} process(es) x {args.threads} "
+           f"thread(s), torch {torch.__version__}", flush=True)
+    report(f"# model: width {a.embed_dim}, depth {a.depth}, heads {a.num_heads}, "
           f"mlp {a.mlp_hidden}, patch {a.patch_size}, image {a.image_size}, pool {args.pool}; "
           f"recipe: epochs {args.epochs}, warmup {args.warmup_epochs}, batch {args.batch}, "
           f"lr {args.lr:g}, min-lr {args.min_lr:g}, weight-decay {args.weight_decay:g}, "
@@ -614,19 +652,19 @@ def cmd_train(args) -> int:
           f"mix-prob {args.mix_prob:g} (mixing {'on' if mixing else 'off'}), seed {args.seed}",
           flush=True)
     blas = blas_libraries()
-    print(f"# BLAS: {', '.join(blas) or 'unknown'}", flush=True)
+    report(f"# BLAS: {', '.join(blas) or 'unknown'}", flush=True)
     if any(os.path.basename(os.path.dirname(b)) == "blas" for b in blas):
-        print("# note: this is the slow reference BLAS (Debian's libblas3); an optimised one "
+        report("# note: this is the slow reference BLAS (Debian's libblas3); an optimised one "
               "(libopenblas0-pthread) makes training several times faster", flush=True)
 
     csv = None
-    if args.csv:
+    if args.csv and rank == 0:
         csv = open(args.csv, "w")
         csv.write("epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,images_per_s,"
                   "seconds\n")
     step = 0
     train_seconds = 0.0
-    top1 = val_top1 = val_top5 = float("nan")
+    top1 = val_loss = val_top1 = val_top5 = float("nan")
     lr = 0.0
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(train_y))
@@ -645,30 +683,46 @@ def cmd_train(args) -> int:
             lr = lr_at(step, total_steps, warmup_steps, args.lr, args.min_lr)
             for g in opt.param_groups:
                 g["lr"] = lr
+            # this process's rows of the batch (all of it with one process)
+            mine = slice(rank * len(y) // world, (rank + 1) * len(y) // world)
             if mixing:
                 x, targets = mix_batch(x, y, a.num_classes, args.mixup, args.cutmix,
                                        args.mix_prob, args.label_smoothing, rng)
-                logits = vit_forward(p, a, x, args.pool)
-                loss = soft_cross_entropy(logits, targets)
+                logits = vit_forward(p, a, x[mine], args.pool)
+                loss = soft_cross_entropy(logits, targets[mine])
             else:
-                logits = vit_forward(p, a, x, args.pool)
-                loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+                logits = vit_forward(p, a, x[mine], args.pool)
+                loss = F.cross_entropy(logits, y[mine], label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            batch_correct = (logits.detach().argmax(dim=1) == y[mine]).sum()  # original labels
+            if world > 1:
+                # mean gradient of the whole batch = mean of the slices' mean gradients
+                flat = torch.cat([t.grad.reshape(-1) for t in params] +
+                                 [loss.detach().reshape(1), batch_correct.reshape(1).float()])
+                dist.all_reduce(flat)
+                offset = 0
+                for t in params:
+                    t.grad.copy_(flat[offset:offset + t.numel()].view_as(t.grad) / world)
+                    offset += t.numel()
+                loss, batch_correct = flat[offset] / world, flat[offset + 1]
             if args.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
             opt.step()
             loss_sum += float(loss)
-            correct += int((logits.detach().argmax(dim=1) == y).sum())  # original labels
+            correct += int(batch_correct)
             step += 1
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         images_per_s = steps_per_epoch * args.batch / seconds
-        val_loss, val_top1, val_top5 = evaluate(p, a, test_x, test_y, norm, args.pool)
+        if rank == 0:
+            val_loss, val_top1, val_top5 = evaluate(p, a, test_x, test_y, norm, args.pool)
+        if world > 1:
+            dist.barrier()  # the others wait for rank 0's evaluation
         top1 = 100 * val_top1
         train_loss = loss_sum / steps_per_epoch
         train_top1 = correct / (steps_per_epoch * args.batch)
-        print(f"epoch {epoch:3d}  train loss {train_loss:.4f}  {images_per_s:8.1f} images/s  "
+        report(f"epoch {epoch:3d}  train loss {train_loss:.4f}  {images_per_s:8.1f} images/s  "
               f"test top-1 {top1:6.2f}%  (train top-1 {100 * train_top1:.2f}%, test loss "
               f"{val_loss:.4f}, test top-5 {100 * val_top5:.2f}%, lr {lr:.2e})", flush=True)
         if csv:
@@ -689,7 +743,7 @@ def cmd_train(args) -> int:
         "crop_scale": args.crop_scale,
         "mixup": args.mixup, "cutmix": args.cutmix, "mix_prob": args.mix_prob,
     }
-    print(json.dumps(result), flush=True)
+    report(json.dumps(result), flush=True)
     return 0
 
 
@@ -730,7 +784,9 @@ def main(argv: List[str]) -> int:
     t.add_argument("--mix-prob", type=float, default=1.0,
                    help="probability of mixing a batch (with --mixup / --cutmix)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--threads", type=int, default=2, help="threads per process")
+    t.add_argument("--processes", type=int, default=1,
+                   help="data-parallel processes, each with --threads threads (default 1)")
     t.add_argument("--limit-train", type=int, default=0, help="first N training images (0: all)")
     t.add_argument("--limit-test", type=int, default=0, help="first N test images (0: all)")
     t.add_argument("--csv", default="", help="also write the per-epoch lines to this CSV file")
