@@ -601,6 +601,7 @@ def train(args, rank: int) -> int:
     world = args.processes
     if world > 1:
         import torch.distributed as dist
+    report = print if rank == 0 else (lambda *_args, **_kwargs: None)
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -616,7 +617,7 @@ def train(args, rank: int) -> int:
         raise SystemExit("--epochs must be at least 1")
     if warmup_steps > total_steps:
         report(f"# note: --warmup-epochs {args.warmup_epochs} is more than --epochs "
-              f"{args.epochs}: the whole run is warm-up", flush=True)
+               f"{args.epochs}: the whole run is warm-up", flush=True)
         warmup_steps = total_steps
 
     a = Arch(image_size=args.image_size, patch_size=args.patch_size, embed_dim=args.embed_dim,
@@ -638,24 +639,23 @@ def train(args, rank: int) -> int:
     norm = Normalize(a.image_size)
     params = list(p.values())
     n_params = sum(t.numel() for t in params)
-    report = print if rank == 0 else (lambda *a, **k: None)
     report(f"# {len(train_y)} train / {len(test_y)} test images, {n_params} parameters, "
            f"{steps_per_epoch} steps per epoch, {world} process(es) x {args.threads} "
            f"thread(s), torch {torch.__version__}", flush=True)
     report(f"# model: width {a.embed_dim}, depth {a.depth}, heads {a.num_heads}, "
-          f"mlp {a.mlp_hidden}, patch {a.patch_size}, image {a.image_size}, pool {args.pool}; "
-          f"recipe: epochs {args.epochs}, warmup {args.warmup_epochs}, batch {args.batch}, "
-          f"lr {args.lr:g}, min-lr {args.min_lr:g}, weight-decay {args.weight_decay:g}, "
-          f"label-smoothing {args.label_smoothing:g}, clip-grad {args.clip_grad:g}, "
-          f"random-erase {args.random_erase:g}, crop-scale {args.crop_scale:g}, "
-          f"mixup {args.mixup:g}, cutmix {args.cutmix:g}, "
-          f"mix-prob {args.mix_prob:g} (mixing {'on' if mixing else 'off'}), seed {args.seed}",
-          flush=True)
+           f"mlp {a.mlp_hidden}, patch {a.patch_size}, image {a.image_size}, pool {args.pool}; "
+           f"recipe: epochs {args.epochs}, warmup {args.warmup_epochs}, batch {args.batch}, "
+           f"lr {args.lr:g}, min-lr {args.min_lr:g}, weight-decay {args.weight_decay:g}, "
+           f"label-smoothing {args.label_smoothing:g}, clip-grad {args.clip_grad:g}, "
+           f"random-erase {args.random_erase:g}, crop-scale {args.crop_scale:g}, "
+           f"mixup {args.mixup:g}, cutmix {args.cutmix:g}, "
+           f"mix-prob {args.mix_prob:g} (mixing {'on' if mixing else 'off'}), seed {args.seed}",
+           flush=True)
     blas = blas_libraries()
     report(f"# BLAS: {', '.join(blas) or 'unknown'}", flush=True)
     if any(os.path.basename(os.path.dirname(b)) == "blas" for b in blas):
         report("# note: this is the slow reference BLAS (Debian's libblas3); an optimised one "
-              "(libopenblas0-pthread) makes training several times faster", flush=True)
+               "(libopenblas0-pthread) makes training several times faster", flush=True)
 
     csv = None
     if args.csv and rank == 0:
@@ -723,8 +723,8 @@ def train(args, rank: int) -> int:
         train_loss = loss_sum / steps_per_epoch
         train_top1 = correct / (steps_per_epoch * args.batch)
         report(f"epoch {epoch:3d}  train loss {train_loss:.4f}  {images_per_s:8.1f} images/s  "
-              f"test top-1 {top1:6.2f}%  (train top-1 {100 * train_top1:.2f}%, test loss "
-              f"{val_loss:.4f}, test top-5 {100 * val_top5:.2f}%, lr {lr:.2e})", flush=True)
+               f"test top-1 {top1:6.2f}%  (train top-1 {100 * train_top1:.2f}%, test loss "
+               f"{val_loss:.4f}, test top-5 {100 * val_top5:.2f}%, lr {lr:.2e})", flush=True)
         if csv:
             csv.write(f"{epoch},{train_loss:.6f},{train_top1:.6f},{val_loss:.6f},{val_top1:.6f},"
                       f"{val_top5:.6f},{lr:.6g},{images_per_s:.2f},"
