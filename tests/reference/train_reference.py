@@ -544,8 +544,9 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float
 
 @torch.no_grad()
 def evaluate(p, a: Arch, images: np.ndarray, labels: np.ndarray, norm: Normalize,
-             pool: str = "token", batch: int = 500) -> Tuple[float, float, float]:
-    """(mean cross-entropy without smoothing, top-1, top-5) over the set, as fractions."""
+             pool: str = "token", batch: int = 500) -> torch.Tensor:
+    """[summed cross-entropy without smoothing, top-1 hits, top-5 hits] over the images
+    (float64, so that data-parallel processes can add theirs up)."""
     loss_sum, top1, top5 = 0.0, 0, 0
     for i in range(0, len(labels), batch):
         logits = vit_forward(p, a, norm(images[i:i + batch]), pool)
@@ -554,8 +555,7 @@ def evaluate(p, a: Arch, images: np.ndarray, labels: np.ndarray, norm: Normalize
         best = logits.topk(min(5, logits.shape[1]), dim=1).indices
         top1 += int((best[:, 0] == y).sum())
         top5 += int((best == y[:, None]).any(dim=1).sum())
-    n = max(1, len(labels))
-    return loss_sum / n, top1 / n, top5 / n
+    return torch.tensor([loss_sum, top1, top5], dtype=torch.float64)
 
 
 def blas_libraries() -> List[str]:
@@ -715,10 +715,12 @@ def train(args, rank: int) -> int:
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         images_per_s = steps_per_epoch * args.batch / seconds
-        if rank == 0:
-            val_loss, val_top1, val_top5 = evaluate(p, a, test_x, test_y, norm, args.pool)
+        # each process evaluates its share of the test images; the sums are added up
+        share = slice(rank * len(test_y) // world, (rank + 1) * len(test_y) // world)
+        sums = evaluate(p, a, test_x[share], test_y[share], norm, args.pool)
         if world > 1:
-            dist.barrier()  # the others wait for rank 0's evaluation
+            dist.all_reduce(sums)
+        val_loss, val_top1, val_top5 = (sums / max(1, len(test_y))).tolist()
         top1 = 100 * val_top1
         train_loss = loss_sum / steps_per_epoch
         train_top1 = correct / (steps_per_epoch * args.batch)
