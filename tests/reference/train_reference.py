@@ -569,6 +569,11 @@ def blas_libraries() -> List[str]:
     return sorted(paths)
 
 
+def share(n: int, rank: int, world: int) -> slice:
+    """Process `rank`'s contiguous part of n rows split between `world` processes."""
+    return slice(rank * n // world, (rank + 1) * n // world)
+
+
 def cmd_train(args) -> int:
     if args.processes < 1 or args.batch % args.processes:
         raise SystemExit("--processes must be at least 1 and divide --batch")
@@ -666,6 +671,7 @@ def train(args, rank: int) -> int:
     train_seconds = 0.0
     top1 = val_loss = val_top1 = val_top5 = float("nan")
     lr = 0.0
+    mine = share(args.batch, rank, world)  # this process's rows of every batch
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(train_y))
         loss_sum, correct = 0.0, 0
@@ -683,8 +689,6 @@ def train(args, rank: int) -> int:
             lr = lr_at(step, total_steps, warmup_steps, args.lr, args.min_lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-            # this process's rows of the batch (all of it with one process)
-            mine = slice(rank * len(y) // world, (rank + 1) * len(y) // world)
             if mixing:
                 x, targets = mix_batch(x, y, a.num_classes, args.mixup, args.cutmix,
                                        args.mix_prob, args.label_smoothing, rng)
@@ -716,8 +720,8 @@ def train(args, rank: int) -> int:
         train_seconds += seconds
         images_per_s = steps_per_epoch * args.batch / seconds
         # each process evaluates its share of the test images; the sums are added up
-        share = slice(rank * len(test_y) // world, (rank + 1) * len(test_y) // world)
-        sums = evaluate(p, a, test_x[share], test_y[share], norm, args.pool)
+        part = share(len(test_y), rank, world)
+        sums = evaluate(p, a, test_x[part], test_y[part], norm, args.pool)
         if world > 1:
             dist.all_reduce(sums)
         val_loss, val_top1, val_top5 = (sums / max(1, len(test_y))).tolist()
