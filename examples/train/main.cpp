@@ -355,13 +355,20 @@ int run(Options o) {
       train_transform(*train_full, data, o.random_erase, o.crop_scale);
   vit::DataConfig eval_cfg = data;
   const vit::data::Transform eval_tf = vit::data::make_eval_transform(eval_cfg);
+  // Folder images are decoded on every use, so an unreadable file comes back every epoch:
+  // warn once per file and count files, not encounters (--data and --val may be one folder).
+  std::set<std::pair<std::string, int>> unreadable;
+  const auto report_skips = [&unreadable](const vit::data::Dataset& ds) {
+    return [&unreadable, &ds](int i, const std::string& msg) {
+      if (unreadable.emplace(ds.source(), i).second)
+        std::fprintf(stderr, "\nvit-train: warning: skipped %s\n", msg.c_str());
+    };
+  };
   vit::data::BatchOptions bo = vit::data::BatchOptions::from(data);
   bo.skip_corrupt = true;
-  int skipped_total = 0;
-  bo.on_skip = [&skipped_total](int, const std::string& msg) {
-    ++skipped_total;
-    std::fprintf(stderr, "\nvit-train: warning: skipped %s\n", msg.c_str());
-  };
+  bo.on_skip = report_skips(train);
+  vit::data::BatchOptions val_bo = bo;
+  val_bo.on_skip = report_skips(val);
   std::fprintf(
       stderr,
       "vit-train: %d train / %d val images, %d classes; model %dx%d patch %d, width %d, "
@@ -450,7 +457,7 @@ int run(Options o) {
     eval_model.update_position_table();  // pos_embed changed since the last refresh
     eval_model.pack_weights();
     const vit::train::Evaluation ev =
-        vit::train::evaluate(eval_model, val, eval_tf, bo, o.batch, o.threads);
+        vit::train::evaluate(eval_model, val, eval_tf, val_bo, o.batch, o.threads);
     EpochRecord r{epoch + 1,
                   loss_sum / double(std::max(1L, seen)),
                   double(correct) / double(std::max(1L, seen)),
@@ -479,7 +486,7 @@ int run(Options o) {
                                      {"val_top1", last ? last->val_top1 : 0.0},
                                      {"val_top5", last ? last->val_top5 : 0.0},
                                      {"train_seconds", train_seconds},
-                                     {"skipped", skipped_total},
+                                     {"skipped", unreadable.size()},
                                      {"out", o.out}}
                           .dump()
                           .c_str());
